@@ -1,0 +1,67 @@
+"""FastAPI factory: routers, middleware, error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.db import (
+    DatabaseNotMigratedError,
+    create_db_engine,
+    ensure_migrated,
+    make_sessionmaker,
+)
+from service.kit.errors import install_error_handlers
+from service.ops.endpoints import router as ops_router
+from service.ops.telemetry import Telemetry, TimingMiddleware
+from service.settings import Settings, get_settings
+from service.webhooks.endpoints import router as webhooks_router
+
+log = logging.getLogger("churn_ledger.app")
+
+API_DESCRIPTION = """\
+Revenue-churn service for Stripe. Stripe webhooks go to `POST /webhooks/stripe`
+(verified with `Stripe-Signature`); reads under `/v1` need `Authorization: Bearer <API key>`.
+Amounts are integers in minor units with their currency; rates are decimals, `null` when
+undefined. Errors are `{"error": {"type", "message"}}`.
+"""
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = engine or create_db_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            ensure_migrated(engine)
+        except DatabaseNotMigratedError:
+            raise
+        except SQLAlchemyError as exc:
+            # Unreachable is not fatal: /readyz fails and webhooks answer 503, so
+            # Stripe retries until the database is back.
+            log.warning("database unreachable at startup: %s", type(exc).__name__)
+        yield
+
+    app = FastAPI(
+        title="churn-ledger",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    telemetry = Telemetry()
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.telemetry = telemetry
+
+    install_error_handlers(app)
+    app.add_middleware(TimingMiddleware, telemetry=telemetry)
+    app.include_router(webhooks_router)
+    app.include_router(ops_router)
+    return app

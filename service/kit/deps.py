@@ -1,0 +1,16 @@
+"""Dependency aliases for app-wide singletons kept on app.state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.ops.telemetry import Telemetry
+
+
+def _telemetry(request: Request) -> Telemetry:
+    return request.app.state.telemetry
+
+
+TelemetryDep = Annotated[Telemetry, Depends(_telemetry)]

@@ -1,0 +1,106 @@
+"""Prometheus instruments and the request-timing middleware.
+
+Each app gets its own registry so that several apps in one process (tests, benchmarks)
+never clash and every test sees only its own counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+@dataclass
+class Telemetry:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.webhook_events = Counter(
+            "churn_ledger_webhook_events",
+            "Signed Stripe events received, by event type and outcome (stored|duplicate).",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.webhook_rejections = Counter(
+            "churn_ledger_webhook_rejections",
+            "Webhook requests rejected before storage, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "churn_ledger_http_request_duration_seconds",
+            "HTTP request latency by route template, method and status.",
+            ["method", "route", "status"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.unhandled_events = Gauge(
+            "churn_ledger_unhandled_events",
+            "Stored events not yet projected (as of the last /readyz).",
+            registry=r,
+        )
+
+
+class TimingMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware): the receiver's hot path pays only a clock read."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self.app = app
+        self.telemetry = telemetry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            # Unmatched paths share one label so that scanners cannot blow up cardinality.
+            path = getattr(route, "path", None) or "unmatched"
+            self.telemetry.request_latency.labels(scope["method"], path, str(status)).observe(
+                time.perf_counter() - start
+            )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; fields passed as `extra={"fields": {...}}`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger("churn_ledger")
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False

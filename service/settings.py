@@ -1,0 +1,63 @@
+"""The one place configuration comes from: environment variables (and an optional .env)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/churn-ledger.db"
+
+
+def _split_csv(value: object) -> object:
+    # Operators write `A,B` in an env file; JSON lists are accepted too for tooling.
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            import json
+
+            return json.loads(stripped)
+        return [part.strip() for part in stripped.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description=(
+            "SQLAlchemy URL: a SQLite file by default, postgresql+psycopg://... in production."
+        ),
+    )
+    # Secrets have no defaults: with none configured the receiver refuses every event
+    # (an empty HMAC key is forgeable) and reads refuse every key.
+    stripe_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated whsec_ secrets; several at once during rotation.",
+    )
+    stripe_webhook_tolerance_s: int = Field(300, ge=1)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated bearer keys for /v1 reads."
+    )
+    stripe_api_key: SecretStr | None = Field(None, description="For backfill/reconcile only.")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    reporting_currency: str = Field("USD", min_length=3, max_length=3)
+    log_level: str = "INFO"
+
+    @field_validator("stripe_webhook_secrets", "api_keys", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("reporting_currency")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Stripe webhook receiver and the durable event store (design §1, §2)."""

@@ -1,0 +1,70 @@
+"""The event store: every Stripe event exactly as received, the source of truth."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy import Enum as SAEnum
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db import Base, BigIntPK
+
+
+class EventSource(StrEnum):
+    webhook = "webhook"
+    backfill = "backfill"
+    reconcile = "reconcile"
+
+
+class StripeEvent(Base):
+    __tablename__ = "stripe_events"
+    __table_args__ = (
+        # Connect: the platform's own events have account "" (not NULL) so that the
+        # unique constraint also holds for them; NULLs never collide in SQL.
+        UniqueConstraint("account", "event_id"),
+        Index("ix_stripe_events_account_customer", "account", "customer_id"),
+        Index("ix_stripe_events_account_object", "account", "object_id"),
+        # The projector's work queue: only unhandled rows are indexed.
+        Index(
+            "ix_stripe_events_unhandled",
+            "id",
+            postgresql_where=text("handled_at IS NULL"),
+            sqlite_where=text("handled_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    event_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(255), index=True)
+    api_version: Mapped[str | None] = mapped_column(String(64))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[int] = mapped_column(BigInteger, doc="Stripe's event.created, unix seconds")
+    object_type: Mapped[str | None] = mapped_column(String(64))
+    object_id: Mapped[str | None] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[EventSource] = mapped_column(
+        SAEnum(EventSource, native_enum=False, length=16, validate_strings=True),
+        default=EventSource.webhook,
+    )
+    # Raw bytes, not JSON: the signature covers these exact bytes, and finance may
+    # need to show the event as Stripe sent it.
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Projection bookkeeping (design §1): set in the same transaction as the ledger write.
+    handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,50 @@
+"""All SQL of the event store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.kit.sql import insert_for
+from service.webhooks.models import StripeEvent
+
+
+class StripeEventRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def insert_if_new(self, values: dict[str, Any]) -> int | None:
+        """Insert unless (account, event_id) exists; the new row id, or None if it did.
+
+        ON CONFLICT DO NOTHING rather than check-then-insert: two receivers handed the
+        same event at once must store it once without either failing.
+        """
+        stmt = (
+            insert_for(self.session, StripeEvent)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["account", "event_id"])
+            .returning(StripeEvent.id)
+        )
+        return self.session.execute(stmt).scalar_one_or_none()
+
+    def get(self, account: str, event_id: str) -> StripeEvent | None:
+        return self.session.scalars(
+            select(StripeEvent).where(
+                StripeEvent.account == account, StripeEvent.event_id == event_id
+            )
+        ).one_or_none()
+
+    def count(self) -> int:
+        return self.session.scalar(select(func.count()).select_from(StripeEvent)) or 0
+
+    def count_unhandled(self) -> int:
+        return (
+            self.session.scalar(
+                select(func.count())
+                .select_from(StripeEvent)
+                .where(StripeEvent.handled_at.is_(None))
+            )
+            or 0
+        )

@@ -1,0 +1,46 @@
+"""Rules of the event store: what is stored, and what counts as a duplicate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from service.webhooks.models import EventSource
+from service.webhooks.repository import StripeEventRepository
+from service.webhooks.schemas import StripeEventEnvelope
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    row_id: int | None
+    duplicate: bool
+
+
+def store_event(
+    session: Session,
+    payload: bytes,
+    envelope: StripeEventEnvelope,
+    *,
+    source: EventSource = EventSource.webhook,
+    received_at: datetime | None = None,
+) -> StoreResult:
+    """Add the event to the store (flush only: the caller's edge commits)."""
+    row_id = StripeEventRepository(session).insert_if_new(
+        {
+            "account": envelope.account or "",
+            "event_id": envelope.id,
+            "type": envelope.type,
+            "api_version": envelope.api_version,
+            "livemode": envelope.livemode,
+            "created": envelope.created,
+            "object_type": envelope.object_type,
+            "object_id": envelope.object_id,
+            "customer_id": envelope.customer_id,
+            "source": source,
+            "body": payload,
+            "received_at": received_at or datetime.now(UTC),
+        }
+    )
+    return StoreResult(row_id=row_id, duplicate=row_id is None)

@@ -1,0 +1,103 @@
+"""Load generator (own process): signed webhooks at fixed concurrency for a bounded time."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import statistics
+import time
+
+import httpx
+
+
+def signed(body: bytes, secret: str) -> dict[str, str]:
+    t = int(time.time())
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return {"Stripe-Signature": f"t={t},v1={mac}", "Content-Type": "application/json"}
+
+
+def event(n: int) -> bytes:
+    sub = {
+        "id": f"sub_bench{n % 5000}",
+        "object": "subscription",
+        "customer": f"cus_bench{n % 5000}",
+        "status": "active",
+        "currency": "usd",
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": f"si_bench{n}",
+                    "object": "subscription_item",
+                    "quantity": 1 + n % 7,
+                    "price": {
+                        "id": "price_bench",
+                        "object": "price",
+                        "unit_amount": 4900,
+                        "currency": "usd",
+                        "recurring": {"interval": "month", "interval_count": 1},
+                    },
+                }
+            ],
+        },
+    }
+    envelope = {
+        "id": f"evt_bench_{n:09d}",
+        "object": "event",
+        "api_version": "2025-03-31.basil",
+        "created": 1735689600 + n,
+        "livemode": False,
+        "type": "customer.subscription.updated",
+        "data": {"object": sub},
+    }
+    return json.dumps(envelope, indent=2).encode()
+
+
+async def run(url: str, secret: str, concurrency: int, seconds: float) -> dict[str, object]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    counter = iter(range(10**9))
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                body = event(next(counter))
+                start = time.perf_counter()
+                response = await client.post(
+                    "/webhooks/stripe", content=body, headers=signed(body, secret)
+                )
+                latencies.append(time.perf_counter() - start)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return {
+        "requests": len(latencies),
+        "ok": statuses.get(200, 0),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(q[49] * 1000, 2),
+        "p99_ms": round(q[98] * 1000, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--secret", required=True)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args.url, args.secret, args.concurrency, args.seconds))))
+
+
+if __name__ == "__main__":
+    main()

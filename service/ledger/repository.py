@@ -1,0 +1,290 @@
+"""All SQL of the ledger: per-customer lock, event loading, and writing projections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from service.kit.sql import insert_for
+from service.ledger.fx import FxQuote, FxTable
+from service.ledger.models import (
+    DataQualityWarning,
+    FxRate,
+    LedgerCustomer,
+    MrrMovement,
+    SubscriptionMrrChange,
+    SubscriptionState,
+)
+from service.webhooks.models import StripeEvent
+
+DERIVED = (MrrMovement, SubscriptionMrrChange, SubscriptionState, DataQualityWarning)
+MOVEMENT_FIELDS = (
+    "movement", "from_mrr", "to_mrr", "delta", "reporting_currency", "fx_rate",
+    "from_mrr_reporting", "to_mrr_reporting", "delta_reporting", "event_ids",
+    "subscription_ids", "churn_reason", "churn_feedback", "churn_comment",
+)  # fmt: skip
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class LedgerRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # --- the per-customer lock ------------------------------------------------------
+
+    def lock_customer(self, account: str, customer_id: str) -> LedgerCustomer:
+        """Serialize projection of one customer across receivers and workers.
+
+        The INSERT comes first on purpose: on SQLite it takes the database write lock
+        before anything is read; on PostgreSQL the row then exists for FOR UPDATE.
+        """
+        self.session.execute(
+            insert_for(self.session, LedgerCustomer)
+            .values(account=account, customer_id=customer_id)
+            .on_conflict_do_nothing(index_elements=["account", "customer_id"])
+        )
+        return self.session.scalars(
+            select(LedgerCustomer)
+            .where(LedgerCustomer.account == account, LedgerCustomer.customer_id == customer_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one()
+
+    # --- events -----------------------------------------------------------------------
+
+    def customer_events(self, account: str, customer_id: str) -> Sequence[Row[Any]]:
+        return self.session.execute(
+            select(
+                StripeEvent.id,
+                StripeEvent.event_id,
+                StripeEvent.type,
+                StripeEvent.created,
+                StripeEvent.body,
+            ).where(StripeEvent.account == account, StripeEvent.customer_id == customer_id)
+        ).all()
+
+    def mark_handled(self, row_ids: Sequence[int], at: datetime) -> None:
+        for chunk in _chunks(row_ids):
+            self.session.execute(
+                update(StripeEvent)
+                .where(StripeEvent.id.in_(chunk), StripeEvent.handled_at.is_(None))
+                .values(handled_at=at, last_error=None)
+            )
+
+    def mark_customerless_handled(self, at: datetime) -> int:
+        """Events about no customer (products, prices, ...) have nothing to project."""
+        result = self.session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.handled_at.is_(None), StripeEvent.customer_id.is_(None))
+            .values(handled_at=at)
+        )
+        return result.rowcount or 0
+
+    def pending_customers(self, limit: int, max_attempts: int) -> list[tuple[str, str]]:
+        rows = self.session.execute(
+            select(StripeEvent.account, StripeEvent.customer_id)
+            .where(
+                StripeEvent.handled_at.is_(None),
+                StripeEvent.customer_id.is_not(None),
+                StripeEvent.attempts < max_attempts,
+            )
+            .distinct()
+            .order_by(StripeEvent.account, StripeEvent.customer_id)
+            .limit(limit)
+        ).all()
+        return [(a, c) for a, c in rows]
+
+    def due_customers(self, now: int, limit: int) -> list[tuple[str, str]]:
+        rows = self.session.execute(
+            select(LedgerCustomer.account, LedgerCustomer.customer_id)
+            .where(LedgerCustomer.next_change_at <= now)
+            .order_by(LedgerCustomer.account, LedgerCustomer.customer_id)
+            .limit(limit)
+        ).all()
+        return [(a, c) for a, c in rows]
+
+    def all_customers(self, account: str | None) -> list[tuple[str, str]]:
+        query = select(StripeEvent.account, StripeEvent.customer_id).where(
+            StripeEvent.customer_id.is_not(None)
+        )
+        if account is not None:
+            query = query.where(StripeEvent.account == account)
+        rows = self.session.execute(
+            query.distinct().order_by(StripeEvent.account, StripeEvent.customer_id)
+        ).all()
+        return [(a, c) for a, c in rows]
+
+    def record_failure(self, account: str, customer_id: str, error: str) -> None:
+        self.session.execute(
+            update(StripeEvent)
+            .where(
+                StripeEvent.account == account,
+                StripeEvent.customer_id == customer_id,
+                StripeEvent.handled_at.is_(None),
+            )
+            .values(attempts=StripeEvent.attempts + 1, last_error=error[:2000])
+        )
+
+    def reset_for_rebuild(self, account: str | None) -> None:
+        for model in (*DERIVED, LedgerCustomer):
+            stmt = delete(model)
+            if account is not None:
+                stmt = stmt.where(model.account == account)
+            self.session.execute(stmt)
+        reset = update(StripeEvent).values(handled_at=None, attempts=0, last_error=None)
+        if account is not None:
+            reset = reset.where(StripeEvent.account == account)
+        self.session.execute(reset)
+
+    # --- writing one customer's projection ----------------------------------------------
+
+    def replace_customer_rows(
+        self,
+        account: str,
+        customer_id: str,
+        states: list[dict[str, Any]],
+        changes: list[dict[str, Any]],
+        warnings: list[dict[str, Any]],
+    ) -> None:
+        for model in (SubscriptionMrrChange, SubscriptionState, DataQualityWarning):
+            self.session.execute(
+                delete(model).where(model.account == account, model.customer_id == customer_id)
+            )
+        for model, rows in (
+            (SubscriptionState, states),
+            (SubscriptionMrrChange, changes),
+            (DataQualityWarning, warnings),
+        ):
+            if rows:
+                self.session.execute(model.__table__.insert(), rows)
+
+    def sync_movements(
+        self, account: str, customer_id: str, desired: list[dict[str, Any]]
+    ) -> set[date]:
+        """Make the customer's ledger rows equal `desired`, touching only what changed.
+
+        Unchanged rows keep their ids, so cursors over /v1/movements stay valid.
+        Returns the days whose rows changed (for the metrics jobs' dirty days).
+        """
+        existing = {
+            (m.currency, m.day): m
+            for m in self.session.scalars(
+                select(MrrMovement).where(
+                    MrrMovement.account == account, MrrMovement.customer_id == customer_id
+                )
+            )
+        }
+        touched: set[date] = set()
+        inserts = []
+        for row in desired:
+            current = existing.pop((row["currency"], row["day"]), None)
+            if current is None:
+                inserts.append({"account": account, "customer_id": customer_id, **row})
+                touched.add(row["day"])
+            elif any(getattr(current, f) != row[f] for f in MOVEMENT_FIELDS):
+                for f in MOVEMENT_FIELDS:
+                    setattr(current, f, row[f])
+                touched.add(row["day"])
+        for stale in existing.values():
+            touched.add(stale.day)
+            self.session.delete(stale)
+        self.session.flush()
+        if inserts:
+            self.session.execute(MrrMovement.__table__.insert(), inserts)
+        return touched
+
+    # --- reads ------------------------------------------------------------------------
+
+    def movements(self, account: str, customer_id: str) -> Sequence[MrrMovement]:
+        return self.session.scalars(
+            select(MrrMovement)
+            .where(MrrMovement.account == account, MrrMovement.customer_id == customer_id)
+            .order_by(MrrMovement.day, MrrMovement.currency)
+        ).all()
+
+    def customer(self, account: str, customer_id: str) -> LedgerCustomer | None:
+        return self.session.get(LedgerCustomer, (account, customer_id))
+
+    def subscriptions_of(self, account: str, customer_id: str) -> Sequence[SubscriptionState]:
+        return self.session.scalars(
+            select(SubscriptionState)
+            .where(
+                SubscriptionState.account == account, SubscriptionState.customer_id == customer_id
+            )
+            .order_by(SubscriptionState.subscription_id)
+        ).all()
+
+    def subscription(self, account: str, subscription_id: str) -> SubscriptionState | None:
+        return self.session.get(SubscriptionState, (account, subscription_id))
+
+    def subscription_changes(
+        self, account: str, subscription_id: str
+    ) -> Sequence[SubscriptionMrrChange]:
+        return self.session.scalars(
+            select(SubscriptionMrrChange)
+            .where(
+                SubscriptionMrrChange.account == account,
+                SubscriptionMrrChange.subscription_id == subscription_id,
+            )
+            .order_by(SubscriptionMrrChange.at, SubscriptionMrrChange.id)
+        ).all()
+
+    def subscription_event_ids(self, account: str, subscription_id: str) -> list[str]:
+        return list(
+            self.session.scalars(
+                select(StripeEvent.event_id)
+                .where(StripeEvent.account == account, StripeEvent.object_id == subscription_id)
+                .order_by(StripeEvent.created, StripeEvent.event_id)
+            )
+        )
+
+    def warnings(self, account: str, customer_id: str) -> Sequence[DataQualityWarning]:
+        return self.session.scalars(
+            select(DataQualityWarning)
+            .where(
+                DataQualityWarning.account == account,
+                DataQualityWarning.customer_id == customer_id,
+            )
+            .order_by(DataQualityWarning.id)
+        ).all()
+
+    def count_movements(self) -> int:
+        return self.session.scalar(select(func.count()).select_from(MrrMovement)) or 0
+
+    # --- FX -----------------------------------------------------------------------------
+
+    def fx_table(self, reporting: str) -> FxTable:
+        rows = self.session.scalars(select(FxRate).where(FxRate.quote == reporting.lower()))
+        return FxTable(reporting, (FxQuote(r.currency, r.day, Decimal(r.rate)) for r in rows))
+
+    def upsert_fx_rates(self, reporting: str, quotes: Sequence[FxQuote]) -> None:
+        quote = reporting.lower()
+        for q in quotes:
+            stmt = insert_for(self.session, FxRate).values(
+                quote=quote, currency=q.currency, day=q.day, rate=str(q.rate)
+            )
+            self.session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["quote", "currency", "day"], set_={"rate": str(q.rate)}
+                )
+            )
+
+    def movements_in_currencies(
+        self, reporting: str, currencies: Iterable[str], since: date
+    ) -> Sequence[MrrMovement]:
+        return self.session.scalars(
+            select(MrrMovement).where(
+                MrrMovement.currency.in_(list(currencies)),
+                MrrMovement.reporting_currency == reporting.lower(),
+                MrrMovement.day >= since,
+            )
+        ).all()

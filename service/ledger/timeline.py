@@ -1,0 +1,368 @@
+"""From one customer's Stripe events to subscription MRR changes and ledger rows.
+
+Pure: no database, no clock. Results depend only on the set of events (never on their
+arrival order or on duplicates), which is what makes `rebuild` equal to incremental
+projection (design §1, §3, §4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from service.kit.time import DAY_S, utc_day
+from service.ledger.models import ChurnReason, Movement
+from service.ledger.mrr import missing_discount_ids, subscription_mrr, unpriced_items
+from service.stripe_shapes import (
+    DiscountSnapshot,
+    SubscriptionSnapshot,
+    read_discount,
+    read_subscription,
+)
+
+SUBSCRIPTION_EVENTS = frozenset(
+    {
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "customer.subscription.paused",
+        "customer.subscription.resumed",
+        "customer.subscription.pending_update_applied",
+        "customer.subscription.pending_update_expired",
+    }
+)
+DISCOUNT_EVENTS = frozenset(
+    {"customer.discount.created", "customer.discount.updated", "customer.discount.deleted"}
+)
+TERMINAL_STATUSES = frozenset({"canceled", "incomplete_expired"})
+INVOLUNTARY_CANCEL_REASONS = frozenset({"payment_failed", "payment_disputed"})
+DUNNING_STATUSES = frozenset({"past_due", "unpaid"})
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    event_id: str
+    type: str
+    created: int
+    obj: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    created: int
+    terminal: bool
+    event_id: str
+    sub: SubscriptionSnapshot
+
+    @property
+    def order(self) -> tuple[int, bool, str]:
+        # Design §2: by event.created, terminal states last, then event id.
+        return (self.created, self.terminal, self.event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Churn:
+    reason: ChurnReason
+    feedback: str | None
+    comment: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MrrPoint:
+    """A subscription's MRR from `at` on (until its next point)."""
+
+    at: int
+    subscription_id: str
+    mrr: int
+    currency: str
+    status: str
+    cause: str  # event | discount_started | discount_ended | grace_ended | ended
+    event_id: str
+    churn: Churn | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    day: date
+    currency: str
+    from_mrr: int
+    to_mrr: int
+    movement: Movement
+    event_ids: tuple[str, ...]
+    subscription_ids: tuple[str, ...]
+    churn: Churn | None = None
+
+    @property
+    def delta(self) -> int:
+        return self.to_mrr - self.from_mrr
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionNow:
+    snapshot: Snapshot
+    mrr: int
+
+
+@dataclass(frozen=True, slots=True)
+class Warning:
+    kind: str
+    subject: str
+    message: str
+
+
+@dataclass
+class Projection:
+    points: list[MrrPoint] = field(default_factory=list)
+    rows: list[LedgerRow] = field(default_factory=list)
+    subscriptions: dict[str, SubscriptionNow] = field(default_factory=dict)
+    warnings: list[Warning] = field(default_factory=list)
+    next_change_at: int | None = None
+
+    @property
+    def first_mrr_day(self) -> date | None:
+        return next((r.day for r in self.rows if r.to_mrr > 0), None)
+
+
+def movement_type(from_mrr: int, to_mrr: int, had_mrr_before: bool) -> Movement:
+    if from_mrr == 0:
+        return Movement.reactivation if had_mrr_before else Movement.new
+    if to_mrr == 0:
+        return Movement.churn
+    return Movement.expansion if to_mrr > from_mrr else Movement.contraction
+
+
+def _discounts(events: Iterable[RawEvent]) -> dict[str, DiscountSnapshot]:
+    """Latest known version of each discount; a deleted one stops counting when deleted."""
+    latest: dict[str, tuple[tuple[int, bool, str], DiscountSnapshot]] = {}
+    for event in events:
+        discount = read_discount(event.obj)
+        if discount.id is None:
+            continue
+        deleted = event.type == "customer.discount.deleted"
+        if deleted:
+            end = event.created if discount.end is None else min(discount.end, event.created)
+            discount = dataclasses.replace(discount, end=end)
+        key = (event.created, deleted, event.event_id)
+        if discount.id not in latest or key > latest[discount.id][0]:
+            latest[discount.id] = (key, discount)
+    return {k: v for k, (_, v) in latest.items()}
+
+
+def _snapshots(events: Iterable[RawEvent], warnings: list[Warning]) -> dict[str, list[Snapshot]]:
+    by_sub: dict[str, list[Snapshot]] = defaultdict(list)
+    for event in events:
+        sub = read_subscription(event.obj)
+        if sub.id is None:
+            warnings.append(Warning("no_subscription_id", event.event_id, "ignored"))
+            continue
+        terminal = event.type == "customer.subscription.deleted" or sub.status in TERMINAL_STATUSES
+        by_sub[sub.id].append(Snapshot(event.created, terminal, event.event_id, sub))
+    ordered: dict[str, list[Snapshot]] = {}
+    for sub_id, snaps in by_sub.items():
+        snaps.sort(key=lambda s: s.order)
+        # A canceled subscription cannot come back in Stripe; a later non-terminal
+        # snapshot is inconsistent data, and must not resurrect MRR.
+        end = next((i for i, s in enumerate(snaps) if s.terminal), None)
+        if end is not None:
+            kept = snaps[: end + 1] + [s for s in snaps[end + 1 :] if s.terminal]
+            for dropped in snaps[end + 1 :]:
+                if not dropped.terminal:
+                    warnings.append(
+                        Warning(
+                            "event_after_cancellation",
+                            dropped.event_id,
+                            f"{sub_id} was already canceled; snapshot ignored",
+                        )
+                    )
+            snaps = kept
+        ordered[sub_id] = snaps
+    return ordered
+
+
+def _time_breakpoints(
+    snap: Snapshot, discounts: Mapping[str, DiscountSnapshot]
+) -> list[tuple[int, str]]:
+    """Instants at which this snapshot's MRR changes with no new event."""
+    sub = snap.sub
+    found: list[tuple[int, str]] = []
+    holders = (sub, *sub.items)
+    applicable = [d for h in holders for d in h.discounts]
+    applicable += [discounts[i] for h in holders for i in h.discount_ids if i in discounts]
+    for d in applicable:
+        if d.start is not None:
+            found.append((d.start, "discount_started"))
+        if d.end is not None:
+            found.append((d.end, "discount_ended"))
+    if sub.ended_at is not None:
+        found.append((sub.ended_at, "ended"))
+    return found
+
+
+def _churn(snap: Snapshot, previous: Snapshot | None, cause: str) -> Churn:
+    details = snap.sub.cancellation_details
+    involuntary = (
+        details.reason in INVOLUNTARY_CANCEL_REASONS
+        or snap.sub.status in ("unpaid", "incomplete_expired")
+        or cause == "grace_ended"
+        or (
+            details.reason != "cancellation_requested"
+            and previous is not None
+            and previous.sub.status in DUNNING_STATUSES
+        )
+    )
+    return Churn(
+        ChurnReason.involuntary if involuntary else ChurnReason.voluntary,
+        details.feedback,
+        details.comment,
+    )
+
+
+def _subscription_points(
+    sub_id: str,
+    snaps: list[Snapshot],
+    discounts: Mapping[str, DiscountSnapshot],
+    now: int,
+    grace_s: int | None,
+    projection: Projection,
+) -> None:
+    value = (0, "")
+    past_due_since: int | None = None
+    current: SubscriptionNow | None = None
+    for i, snap in enumerate(snaps):
+        if snap.created > now:
+            break
+        window_end = snaps[i + 1].created if i + 1 < len(snaps) else None
+        if snap.sub.status == "past_due":
+            past_due_since = snap.created if past_due_since is None else past_due_since
+        else:
+            past_due_since = None
+        instants = [(snap.created, "event")]
+        extra = _time_breakpoints(snap, discounts)
+        if grace_s is not None and past_due_since is not None:
+            extra.append((past_due_since + grace_s, "grace_ended"))
+        instants += sorted(
+            (t, c) for t, c in extra if t > snap.created and (window_end is None or t < window_end)
+        )
+        for at, cause in instants:
+            if at > now:
+                nxt = projection.next_change_at
+                projection.next_change_at = at if nxt is None else min(nxt, at)
+                break
+            counts = grace_s is None or past_due_since is None or at < past_due_since + grace_s
+            mrr = subscription_mrr(snap.sub, at, discounts, past_due_counts=counts)
+            new_value = (mrr, snap.sub.currency)
+            if new_value != value and not (mrr == 0 and value[0] == 0):
+                churn = None
+                if mrr == 0:
+                    churn = _churn(snap, snaps[i - 1] if i else None, cause)
+                projection.points.append(
+                    MrrPoint(
+                        at,
+                        sub_id,
+                        mrr,
+                        snap.sub.currency,
+                        snap.sub.status,
+                        cause,
+                        snap.event_id,
+                        churn,
+                    )
+                )
+                value = new_value
+            current = SubscriptionNow(snap, mrr)
+        for missing in sorted(missing_discount_ids(snap.sub, discounts)):
+            projection.warnings.append(
+                Warning(
+                    "discount_not_seen",
+                    missing,
+                    f"{sub_id} references discount {missing} with no coupon seen yet "
+                    f"(event {snap.event_id}); counted without it",
+                )
+            )
+        for item in unpriced_items(snap.sub):
+            projection.warnings.append(
+                Warning(
+                    "unpriced_item",
+                    item.id or sub_id,
+                    f"{sub_id} item {item.id} has no usable price in "
+                    f"{snap.sub.currency or 'its currency'} (event {snap.event_id})",
+                )
+            )
+    if current is not None:
+        projection.subscriptions[sub_id] = current
+
+
+def _ledger_rows(points: list[MrrPoint]) -> list[LedgerRow]:
+    by_day: dict[date, list[MrrPoint]] = defaultdict(list)
+    for p in sorted(points, key=lambda p: (p.at, p.subscription_id)):
+        by_day[utc_day(p.at)].append(p)
+
+    sub_value: dict[str, MrrPoint] = {}
+    totals: dict[str, int] = defaultdict(int)
+    had_mrr = False
+    rows: list[LedgerRow] = []
+    for day in sorted(by_day):
+        before = dict(totals)
+        start_value = dict(sub_value)
+        touched: dict[str, list[MrrPoint]] = defaultdict(list)
+        for p in by_day[day]:
+            old = sub_value.get(p.subscription_id)
+            if old is not None:
+                totals[old.currency] -= old.mrr
+                touched[old.currency].append(p)
+            totals[p.currency] += p.mrr
+            touched[p.currency].append(p)
+            sub_value[p.subscription_id] = p
+        for currency in sorted(touched):
+            frm, to = before.get(currency, 0), totals[currency]
+            if frm == to:
+                continue  # intraday ups and downs net out
+            changed = touched[currency]
+            churn = None
+            if to == 0:
+                # The reason of the largest subscription lost that day speaks for the day.
+                lost = [
+                    (start_value[p.subscription_id].mrr, p.subscription_id, p)
+                    for p in changed
+                    if p.subscription_id in start_value
+                    and start_value[p.subscription_id].mrr > 0
+                    and sub_value[p.subscription_id].churn is not None
+                ]
+                if lost:
+                    churn = sub_value[max(lost)[1]].churn
+                else:
+                    churn = Churn(ChurnReason.voluntary, None, None)
+            rows.append(
+                LedgerRow(
+                    day=day,
+                    currency=currency,
+                    from_mrr=frm,
+                    to_mrr=to,
+                    movement=movement_type(frm, to, had_mrr),
+                    event_ids=tuple(dict.fromkeys(p.event_id for p in changed)),
+                    subscription_ids=tuple(sorted({p.subscription_id for p in changed})),
+                    churn=churn,
+                )
+            )
+        had_mrr = had_mrr or any(v > 0 for v in totals.values())
+    return rows
+
+
+def project(
+    events: Iterable[RawEvent], *, now: int, past_due_grace_days: int | None = None
+) -> Projection:
+    """Everything the ledger knows about one customer, as of unix time `now`."""
+    unique = {e.event_id: e for e in events}.values()
+    projection = Projection()
+    discounts = _discounts(e for e in unique if e.type in DISCOUNT_EVENTS)
+    snapshots = _snapshots(
+        (e for e in unique if e.type in SUBSCRIPTION_EVENTS), projection.warnings
+    )
+    grace_s = None if past_due_grace_days is None else past_due_grace_days * DAY_S
+    for sub_id in sorted(snapshots):
+        _subscription_points(sub_id, snapshots[sub_id], discounts, now, grace_s, projection)
+    projection.rows = _ledger_rows(projection.points)
+    return projection

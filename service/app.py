@@ -17,6 +17,8 @@ from service.db import (
     make_sessionmaker,
 )
 from service.kit.errors import install_error_handlers
+from service.ledger.endpoints import router as ledger_router
+from service.ledger.worker import ProjectorWorker
 from service.ops.endpoints import router as ops_router
 from service.ops.telemetry import Telemetry, TimingMiddleware
 from service.settings import Settings, get_settings
@@ -37,7 +39,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     engine = engine or create_db_engine(settings.database_url)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             ensure_migrated(engine)
         except DatabaseNotMigratedError:
@@ -46,7 +48,19 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             # Unreachable is not fatal: /readyz fails and webhooks answer 503, so
             # Stripe retries until the database is back.
             log.warning("database unreachable at startup: %s", type(exc).__name__)
-        yield
+        worker = None
+        if settings.projector_enabled:
+            worker = ProjectorWorker(app.state.sessionmaker, settings.ledger_options())
+            app.state.event_stored_hooks.append(worker.wake)
+            worker.start()
+            worker.wake()  # drain whatever a previous run left unhandled
+        app.state.projector = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                app.state.event_stored_hooks.remove(worker.wake)
+                worker.stop()
 
     app = FastAPI(
         title="churn-ledger",
@@ -59,9 +73,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.telemetry = telemetry
+    # Called after a webhook's event is committed (the projector wakes up on it).
+    app.state.event_stored_hooks = []
+    app.state.projector = None
 
     install_error_handlers(app)
     app.add_middleware(TimingMiddleware, telemetry=telemetry)
     app.include_router(webhooks_router)
     app.include_router(ops_router)
+    app.include_router(ledger_router)
     return app

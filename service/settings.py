@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.ledger.options import LedgerOptions
+
 DEFAULT_DATABASE_URL = "sqlite:///./data/churn-ledger.db"
 
 
@@ -46,6 +48,19 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     reporting_currency: str = Field("USD", min_length=3, max_length=3)
     log_level: str = "INFO"
+    past_due_grace_days: int | None = Field(
+        None, ge=0, description="Days a past_due subscription still counts; unset: until canceled"
+    )
+    projector_enabled: bool = Field(True, description="Run the in-process projection worker")
+    projector_max_attempts: int = Field(10, ge=1)
+    readyz_max_backlog: int = Field(10_000, ge=1, description="/readyz fails past this backlog")
+
+    def ledger_options(self) -> LedgerOptions:
+        return LedgerOptions(
+            reporting_currency=self.reporting_currency.lower(),
+            past_due_grace_days=self.past_due_grace_days,
+            max_attempts=self.projector_max_attempts,
+        )
 
     @field_validator("stripe_webhook_secrets", "api_keys", mode="before")
     @classmethod

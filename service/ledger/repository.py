@@ -266,6 +266,13 @@ class LedgerRepository:
         rows = self.session.scalars(select(FxRate).where(FxRate.quote == reporting.lower()))
         return FxTable(reporting, (FxQuote(r.currency, r.day, Decimal(r.rate)) for r in rows))
 
+    def fx_rows(self, reporting: str) -> Sequence[FxRate]:
+        return self.session.scalars(
+            select(FxRate)
+            .where(FxRate.quote == reporting.lower())
+            .order_by(FxRate.currency, FxRate.day)
+        ).all()
+
     def upsert_fx_rates(self, reporting: str, quotes: Sequence[FxQuote]) -> None:
         quote = reporting.lower()
         for q in quotes:

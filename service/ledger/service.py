@@ -10,15 +10,29 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
 from service.kit.time import now_ts, utc_day
-from service.ledger.fx import FxTable
+from service.ledger.fx import FxQuote, FxTable
+from service.ledger.models import MrrMovement, SubscriptionState
 from service.ledger.mrr import billing_interval, plan_key
+from service.ledger.options import LedgerOptions
 from service.ledger.repository import LedgerRepository
+from service.ledger.schemas import (
+    CustomerOut,
+    FxRateOut,
+    FxRatesOut,
+    Money,
+    MovementOut,
+    MrrOnDay,
+    ReportingAmounts,
+    SubscriptionChangeOut,
+    SubscriptionDetailOut,
+    SubscriptionOut,
+    WarningOut,
+)
 from service.ledger.timeline import (
     DISCOUNT_EVENTS,
     SUBSCRIPTION_EVENTS,
@@ -29,13 +43,6 @@ from service.ledger.timeline import (
 
 log = logging.getLogger("churn_ledger.ledger")
 LEDGER_EVENTS = SUBSCRIPTION_EVENTS | DISCOUNT_EVENTS
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerOptions:
-    reporting_currency: str = "usd"
-    past_due_grace_days: int | None = None
-    max_attempts: int = 10
 
 
 def _raw_events(rows: list) -> list[RawEvent]:
@@ -214,3 +221,124 @@ def rebuild(
         if progress:
             progress(min(start + batch, total), total)
     return total
+
+
+# --- reads and FX -----------------------------------------------------------------------
+
+
+def movement_out(m: MrrMovement) -> MovementOut:
+    return MovementOut(
+        id=m.id,
+        customer_id=m.customer_id,
+        day=m.day,
+        movement=m.movement,
+        from_mrr=Money.of(m.from_mrr, m.currency),
+        to_mrr=Money.of(m.to_mrr, m.currency),
+        delta=Money.of(m.delta, m.currency),
+        reporting=ReportingAmounts(
+            currency=m.reporting_currency,
+            fx_rate=m.fx_rate,
+            from_mrr=m.from_mrr_reporting,
+            to_mrr=m.to_mrr_reporting,
+            delta=m.delta_reporting,
+        ),
+        event_ids=m.event_ids,
+        subscription_ids=m.subscription_ids,
+        churn_reason=m.churn_reason,
+        churn_feedback=m.churn_feedback,
+        churn_comment=m.churn_comment,
+    )
+
+
+def _subscription_out(s: SubscriptionState) -> SubscriptionOut:
+    return SubscriptionOut(
+        subscription_id=s.subscription_id,
+        customer_id=s.customer_id,
+        status=s.status,
+        mrr=Money.of(s.mrr, s.currency),
+        plan=s.plan,
+        billing_interval=s.billing_interval,
+        cancel_at_period_end=s.cancel_at_period_end,
+        started_at=s.started_at,
+        ended_at=s.ended_at,
+        last_event_id=s.last_event_id,
+        metadata=s.metadata_,
+    )
+
+
+def customer_detail(session: Session, account: str, customer_id: str) -> CustomerOut | None:
+    repo = LedgerRepository(session)
+    customer = repo.customer(account, customer_id)
+    if customer is None:
+        return None
+    movements = repo.movements(account, customer_id)
+    current: dict[str, int] = {}
+    for m in movements:
+        current[m.currency] = m.to_mrr
+    return CustomerOut(
+        account=account,
+        customer_id=customer_id,
+        mrr=[Money.of(amount, cur) for cur, amount in sorted(current.items())],
+        first_mrr_day=customer.first_mrr_day,
+        subscriptions=[_subscription_out(s) for s in repo.subscriptions_of(account, customer_id)],
+        history=[MrrOnDay(day=m.day, mrr=Money.of(m.to_mrr, m.currency)) for m in movements],
+        movements=[movement_out(m) for m in movements],
+        warnings=[
+            WarningOut(kind=w.kind, subject=w.subject, message=w.message)
+            for w in repo.warnings(account, customer_id)
+        ],
+    )
+
+
+def subscription_detail(
+    session: Session, account: str, subscription_id: str
+) -> SubscriptionDetailOut | None:
+    repo = LedgerRepository(session)
+    state = repo.subscription(account, subscription_id)
+    if state is None:
+        return None
+    return SubscriptionDetailOut(
+        **_subscription_out(state).model_dump(),
+        account=account,
+        history=[
+            SubscriptionChangeOut(
+                at=datetime.fromtimestamp(c.at, UTC),
+                day=c.day,
+                mrr=Money.of(c.mrr, c.currency),
+                status=c.status,
+                cause=c.cause,
+                event_id=c.event_id,
+            )
+            for c in repo.subscription_changes(account, subscription_id)
+        ],
+        event_ids=repo.subscription_event_ids(account, subscription_id),
+    )
+
+
+def apply_fx_rates(session: Session, options: LedgerOptions, quotes: list[FxQuote]) -> int:
+    """Store rates and recompute the reporting amounts they affect (never the movements
+    themselves: FX-only changes are not movements). Returns rows recomputed."""
+    repo = LedgerRepository(session)
+    repo.upsert_fx_rates(options.reporting_currency, quotes)
+    session.flush()
+    fx = repo.fx_table(options.reporting_currency)
+    since = min(q.day for q in quotes)
+    currencies = {q.currency for q in quotes}
+    rows = repo.movements_in_currencies(options.reporting_currency, currencies, since)
+    for m in rows:
+        rate = fx.rate(m.currency, m.day)
+        frm = fx.to_reporting(m.from_mrr, m.currency, m.day)
+        to = fx.to_reporting(m.to_mrr, m.currency, m.day)
+        m.fx_rate = None if rate is None else str(rate)
+        m.from_mrr_reporting, m.to_mrr_reporting = frm, to
+        m.delta_reporting = None if frm is None or to is None else to - frm
+    session.flush()
+    return len(rows)
+
+
+def list_fx_rates(session: Session, options: LedgerOptions) -> FxRatesOut:
+    table = LedgerRepository(session).fx_rows(options.reporting_currency)
+    return FxRatesOut(
+        reporting_currency=options.reporting_currency,
+        rates=[FxRateOut(currency=r.currency, day=r.day, rate=r.rate) for r in table],
+    )

@@ -50,6 +50,12 @@ def readyz(request: Request, telemetry: TelemetryDep) -> Any:
             error_body("unavailable", f"database unreachable ({type(exc).__name__})"), 503
         )
     telemetry.unhandled_events.set(backlog)
+    limit = request.app.state.settings.readyz_max_backlog
+    if backlog > limit:
+        return JSONResponse(
+            error_body("backlog", f"{backlog} events not yet projected (limit {limit})"),
+            503,
+        )
     return {"status": "ready", "revision": revision, "unhandled_events": backlog}
 
 

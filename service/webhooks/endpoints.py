@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from service.db import SessionDep, after_commit
 from service.kit.deps import TelemetryDep
@@ -34,7 +34,7 @@ router = APIRouter(tags=["webhooks"])
     },
 )
 def receive_stripe_webhook(
-    event: VerifiedEventDep, session: SessionDep, telemetry: TelemetryDep
+    request: Request, event: VerifiedEventDep, session: SessionDep, telemetry: TelemetryDep
 ) -> WebhookAck:
     envelope = event.envelope
     result = store_event(session, event.payload, envelope)
@@ -57,4 +57,7 @@ def receive_stripe_webhook(
         )
 
     after_commit(session, report)
+    if not result.duplicate:
+        for hook in request.app.state.event_stored_hooks:
+            after_commit(session, hook)
     return WebhookAck(received=True, duplicate=result.duplicate)

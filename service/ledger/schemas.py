@@ -1,0 +1,127 @@
+"""What /v1/customers, /v1/subscriptions and /v1/fx-rates answer (design §7)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from service.kit.money import display
+from service.ledger.models import ChurnReason, Movement
+
+CurrencyCode = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_lower=True, min_length=3, max_length=3)
+]
+
+
+class Money(BaseModel):
+    amount: int = Field(description="Integer minor units (cents; whole yen for JPY)")
+    currency: str = Field(description="ISO 4217, lowercase as Stripe writes it")
+    display: str = Field(description="Decimal string for people, e.g. '49.00'")
+
+    @classmethod
+    def of(cls, amount: int, currency: str) -> Money:
+        return cls(amount=amount, currency=currency, display=display(amount, currency))
+
+
+class ReportingAmounts(BaseModel):
+    currency: str
+    fx_rate: str | None = Field(description="Rate used (day's rate); null when none known")
+    from_mrr: int | None
+    to_mrr: int | None
+    delta: int | None
+
+
+class MovementOut(BaseModel):
+    id: int
+    customer_id: str
+    day: date
+    movement: Movement
+    from_mrr: Money
+    to_mrr: Money
+    delta: Money
+    reporting: ReportingAmounts
+    event_ids: list[str] = Field(description="The Stripe events behind this row (lineage)")
+    subscription_ids: list[str]
+    churn_reason: ChurnReason | None
+    churn_feedback: str | None
+    churn_comment: str | None
+
+
+class MrrOnDay(BaseModel):
+    day: date
+    mrr: Money
+
+
+class SubscriptionOut(BaseModel):
+    subscription_id: str
+    customer_id: str
+    status: str
+    mrr: Money
+    plan: str | None
+    billing_interval: str | None
+    cancel_at_period_end: bool
+    started_at: int | None
+    ended_at: int | None
+    last_event_id: str
+    metadata: dict[str, str]
+
+
+class WarningOut(BaseModel):
+    kind: str
+    subject: str
+    message: str
+
+
+class CustomerOut(BaseModel):
+    account: str
+    customer_id: str
+    mrr: list[Money] = Field(description="Current MRR, one entry per currency")
+    first_mrr_day: date | None = Field(description="Cohort: the first day with MRR")
+    subscriptions: list[SubscriptionOut]
+    history: list[MrrOnDay] = Field(description="Customer MRR from each ledger day on")
+    movements: list[MovementOut]
+    warnings: list[WarningOut]
+
+
+class SubscriptionChangeOut(BaseModel):
+    at: datetime
+    day: date
+    mrr: Money
+    status: str
+    cause: str = Field(description="event, or a rule: discount_started/ended, grace_ended")
+    event_id: str
+
+
+class SubscriptionDetailOut(SubscriptionOut):
+    account: str
+    history: list[SubscriptionChangeOut]
+    event_ids: list[str] = Field(description="Every stored event about this subscription")
+
+
+class FxRateIn(BaseModel):
+    currency: CurrencyCode
+    day: date = Field(description="Effective from this day until the next rate")
+    rate: Decimal = Field(gt=0, description="1 unit of `currency` in the reporting currency")
+
+
+class FxRatesIn(BaseModel):
+    rates: list[FxRateIn] = Field(min_length=1, max_length=100_000)
+
+
+class FxRateOut(BaseModel):
+    currency: str
+    day: date
+    rate: str
+
+
+class FxRatesOut(BaseModel):
+    reporting_currency: str
+    rates: list[FxRateOut]
+
+
+class FxRatesApplied(BaseModel):
+    rates: int
+    movements_recomputed: int

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from sqlalchemy import Engine
 
 from service.db import (
     DatabaseNotMigratedError,
@@ -50,10 +52,7 @@ def serve(
     if run_migrations:
         upgrade(engine)
     try:
-        ensure_migrated(engine)
-    except DatabaseNotMigratedError as exc:
-        console.print(f"[red]refusing to serve:[/red] {exc}")
-        raise typer.Exit(2) from None
+        _require_migrated(engine)
     finally:
         engine.dispose()
     if not settings.stripe_webhook_secrets:
@@ -76,6 +75,103 @@ def status() -> None:
     """Show the database revision against the code's head."""
     engine = create_db_engine(get_settings().database_url)
     console.print(f"database: {current_revision(engine)}  code head: {head_revision()}")
+
+
+@app.command()
+def rebuild(
+    account: Annotated[
+        str | None, typer.Option(help="Only this Connect account ('' for the platform)")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Customers per commit")] = 200,
+) -> None:
+    """Recompute the whole ledger from the event store (identical to incremental)."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from sqlalchemy.orm import Session
+
+    from service.ledger.service import rebuild as rebuild_ledger
+
+    settings = get_settings()
+    engine = create_db_engine(settings.database_url)
+    _require_migrated(engine)
+    started = time.perf_counter()
+    with (
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress,
+        Session(engine, expire_on_commit=False) as session,
+    ):
+        task = progress.add_task("customers", total=None)
+        customers = rebuild_ledger(
+            session,
+            settings.ledger_options(),
+            account=account,
+            batch=batch,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    console.print(f"rebuilt {customers} customers in {time.perf_counter() - started:.1f}s")
+
+
+@app.command("fx-load")
+def fx_load(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+) -> None:
+    """Load FX rates to the reporting currency from a CSV (currency,day,rate)."""
+    from sqlalchemy.orm import Session
+
+    from service.ledger.fx import FxFileError, read_fx_csv
+    from service.ledger.service import apply_fx_rates
+
+    settings = get_settings()
+    engine = create_db_engine(settings.database_url)
+    _require_migrated(engine)
+    try:
+        quotes = read_fx_csv(path)
+    except FxFileError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if not quotes:
+        console.print("no rates in file")
+        return
+    with Session(engine) as session:
+        recomputed = apply_fx_rates(session, settings.ledger_options(), quotes)
+        session.commit()
+    console.print(f"loaded {len(quotes)} rates; {recomputed} movements recomputed")
+
+
+@app.command()
+def worker(poll: Annotated[float, typer.Option(help="Seconds between polls")] = 1.0) -> None:
+    """Run the projector as its own process (receivers can then run without it)."""
+    import signal
+
+    from service.db import make_sessionmaker
+    from service.ledger.worker import ProjectorWorker
+    from service.ops.telemetry import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    engine = create_db_engine(settings.database_url)
+    _require_migrated(engine)
+    projector = ProjectorWorker(make_sessionmaker(engine), settings.ledger_options(), poll_s=poll)
+    projector.start()
+    console.print("projector running; Ctrl-C to stop")
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        projector.stop()
+
+
+def _require_migrated(engine: Engine) -> None:
+    try:
+        ensure_migrated(engine)
+    except DatabaseNotMigratedError as exc:
+        console.print(f"[red]refusing to run:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -325,7 +325,7 @@ def _ledger_rows(points: list[MrrPoint]) -> list[LedgerRow]:
             if to == 0:
                 # The reason of the largest subscription lost that day speaks for the day.
                 lost = [
-                    (start_value[p.subscription_id].mrr, p.subscription_id, p)
+                    (start_value[p.subscription_id].mrr, p.subscription_id)
                     for p in changed
                     if p.subscription_id in start_value
                     and start_value[p.subscription_id].mrr > 0

@@ -24,7 +24,7 @@ console = Console(stderr=True)
 
 
 @app.command()
-def migrate(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
+def migrate(revision: Annotated[str, typer.Argument(help="Target revision")] = "heads") -> None:
     """Apply database migrations (SQLite or PostgreSQL, from DATABASE_URL)."""
     engine = create_db_engine(get_settings().database_url)
     before = current_revision(engine)

@@ -85,17 +85,22 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+# Revisions are reported as their sorted heads joined by "+": domains may add migrations
+# on parallel branches (merged later), and "migrated" means every head is applied.
+
+
 def head_revision() -> str | None:
-    script = ScriptDirectory(str(MIGRATIONS_DIR))
-    return script.get_current_head()
+    heads = ScriptDirectory(str(MIGRATIONS_DIR)).get_heads()
+    return "+".join(sorted(heads)) or None
 
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        heads = MigrationContext.configure(conn).get_current_heads()
+    return "+".join(sorted(heads)) or None
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "heads") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 

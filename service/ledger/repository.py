@@ -73,10 +73,13 @@ class LedgerRepository:
         ).all()
 
     def mark_handled(self, row_ids: Sequence[int], at: datetime) -> None:
+        events = StripeEvent.__table__
+        # Core, not ORM, statements on the projector's path: no identity-map
+        # synchronization to pay for on every customer.
         for chunk in _chunks(row_ids):
             self.session.execute(
-                update(StripeEvent)
-                .where(StripeEvent.id.in_(chunk), StripeEvent.handled_at.is_(None))
+                events.update()
+                .where(events.c.id.in_(chunk), events.c.handled_at.is_(None))
                 .values(handled_at=at, last_error=None)
             )
 
@@ -156,8 +159,9 @@ class LedgerRepository:
         warnings: list[dict[str, Any]],
     ) -> None:
         for model in (SubscriptionMrrChange, SubscriptionState, DataQualityWarning):
+            table = model.__table__
             self.session.execute(
-                delete(model).where(model.account == account, model.customer_id == customer_id)
+                table.delete().where(table.c.account == account, table.c.customer_id == customer_id)
             )
         for model, rows in (
             (SubscriptionState, states),

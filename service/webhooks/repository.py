@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 from service.kit.sql import insert_for
 from service.webhooks.models import StripeEvent
 
+_INSERT_IF_NEW: dict[str, Any] = {}
+
 
 class StripeEventRepository:
     def __init__(self, session: Session) -> None:
@@ -21,13 +23,19 @@ class StripeEventRepository:
         ON CONFLICT DO NOTHING rather than check-then-insert: two receivers handed the
         same event at once must store it once without either failing.
         """
-        stmt = (
-            insert_for(self.session, StripeEvent)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["account", "event_id"])
-            .returning(StripeEvent.id)
-        )
-        return self.session.execute(stmt).scalar_one_or_none()
+        dialect = self.session.get_bind().dialect.name
+        stmt = _INSERT_IF_NEW.get(dialect)
+        if stmt is None:
+            # Built once per dialect, with parameters bound at execution: the receiver's
+            # hot path then skips statement construction and cache-key work.
+            table = StripeEvent.__table__
+            stmt = (
+                insert_for(self.session, table)
+                .on_conflict_do_nothing(index_elements=["account", "event_id"])
+                .returning(table.c.id)
+            )
+            _INSERT_IF_NEW[dialect] = stmt
+        return self.session.execute(stmt, values).scalar_one_or_none()
 
     def get(self, account: str, event_id: str) -> StripeEvent | None:
         return self.session.scalars(

@@ -19,8 +19,11 @@ from service.db import (
 from service.kit.errors import install_error_handlers
 from service.ledger.endpoints import router as ledger_router
 from service.ledger.worker import ProjectorWorker
+from service.metrics.endpoints import router as metrics_router
 from service.ops.endpoints import router as ops_router
 from service.ops.telemetry import Telemetry, TimingMiddleware
+from service.payments.endpoints import router as payments_router
+from service.payments.sender import AlertSender
 from service.settings import Settings, get_settings
 from service.webhooks.endpoints import router as webhooks_router
 
@@ -55,9 +58,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             worker.start()
             worker.wake()  # drain whatever a previous run left unhandled
         app.state.projector = worker
+        # None when ALERT_WEBHOOK_URL is unset.
+        alerts = AlertSender.from_settings(app.state.sessionmaker, settings)
+        if alerts is not None:
+            alerts.start()
+        app.state.alert_sender = alerts
         try:
             yield
         finally:
+            if alerts is not None:
+                alerts.stop()
             if worker is not None:
                 app.state.event_stored_hooks.remove(worker.wake)
                 worker.stop()
@@ -81,5 +91,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(TimingMiddleware, telemetry=telemetry)
     app.include_router(webhooks_router)
     app.include_router(ops_router)
+    app.include_router(metrics_router)
     app.include_router(ledger_router)
+    app.include_router(payments_router)
     return app

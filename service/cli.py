@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
+from jobs.cli import app as jobs_app
 from service.db import (
     DatabaseNotMigratedError,
     create_db_engine,
@@ -20,6 +21,7 @@ from service.db import (
 from service.settings import get_settings
 
 app = typer.Typer(help="Revenue-churn ledger for Stripe.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 console = Console(stderr=True)
 
 

@@ -9,6 +9,16 @@ from service.ledger.models import (
     SubscriptionMrrChange,
     SubscriptionState,
 )
+from service.metrics.models import (
+    MetricsChurnDaily,
+    MetricsCohort,
+    MetricsDaily,
+    MetricsDirtyDay,
+    MetricsPeriod,
+    MetricsRefresh,
+    MetricsSegment,
+)
+from service.payments.models import PaymentAlert, PaymentEpisode, PaymentRiskState
 from service.webhooks.models import EventSource, StripeEvent
 
 __all__ = [
@@ -17,7 +27,17 @@ __all__ = [
     "EventSource",
     "FxRate",
     "LedgerCustomer",
+    "MetricsChurnDaily",
+    "MetricsCohort",
+    "MetricsDaily",
+    "MetricsDirtyDay",
+    "MetricsPeriod",
+    "MetricsRefresh",
+    "MetricsSegment",
     "MrrMovement",
+    "PaymentAlert",
+    "PaymentEpisode",
+    "PaymentRiskState",
     "StripeEvent",
     "SubscriptionMrrChange",
     "SubscriptionState",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.ledger.options import LedgerOptions
@@ -45,6 +45,15 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated bearer keys for /v1 reads."
     )
     stripe_api_key: SecretStr | None = Field(None, description="For backfill/reconcile only.")
+    stripe_api_base: str = Field(
+        "https://api.stripe.com", description="Stripe API address (a local mock in benchmarks)."
+    )
+    stripe_max_network_retries: int = Field(
+        3, ge=0, description="SDK retries of network errors, 409 and 5xx, per request."
+    )
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated bearer keys for /v1/admin."
+    )
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     reporting_currency: str = Field("USD", min_length=3, max_length=3)
     log_level: str = "INFO"
@@ -54,6 +63,19 @@ class Settings(BaseSettings):
     projector_enabled: bool = Field(True, description="Run the in-process projection worker")
     projector_max_attempts: int = Field(10, ge=1)
     readyz_max_backlog: int = Field(10_000, ge=1, description="/readyz fails past this backlog")
+    # Failed-payment alerts (design §6): outbound webhooks signed like Stripe's.
+    alert_webhook_url: str | None = Field(
+        None, pattern=r"^https?://", description="POST alerts here; unset: no alerts are sent"
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of the `Churn-Ledger-Signature` header"
+    )
+    mrr_at_risk_threshold: int | None = Field(
+        None, ge=0, description="Alert when MRR at risk (reporting minor units) crosses this"
+    )
+    alert_max_age_hours: int = Field(
+        72, ge=1, description="Alerts about older transitions (backfills) are not sent"
+    )
 
     def ledger_options(self) -> LedgerOptions:
         return LedgerOptions(
@@ -62,9 +84,26 @@ class Settings(BaseSettings):
             max_attempts=self.projector_max_attempts,
         )
 
+    @field_validator("alert_webhook_url", "alert_webhook_secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _alerts_are_signed(self) -> Settings:
+        # An unsigned alert is forgeable by anyone who can reach the receiver.
+        if self.alert_webhook_url and not self.alert_webhook_secret:
+            raise ValueError("ALERT_WEBHOOK_URL needs ALERT_WEBHOOK_SECRET")
+        return self
+
     @field_validator("stripe_webhook_secrets", "api_keys", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("admin_api_keys", mode="before")
+    @classmethod
+    def _admin_csv(cls, value: object) -> object:
         return _split_csv(value)
 
     @field_validator("reporting_currency")

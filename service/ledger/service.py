@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,8 @@ from service.ledger.timeline import (
     RawEvent,
     project,
 )
+from service.metrics.repository import MetricsStore
+from service.payments.service import project_payments
 
 log = logging.getLogger("churn_ledger.ledger")
 LEDGER_EVENTS = SUBSCRIPTION_EVENTS | DISCOUNT_EVENTS
@@ -101,8 +103,14 @@ def project_customer(
     rows = list(repo.customer_events(account, customer_id))
     now = now_ts() if now is None else now
     fx = fx or repo.fx_table(options.reporting_currency)
+    # Failed-payment episodes first: a cancellation inside their dunning windows is
+    # involuntary churn in the ledger (design §6); same lock, same transaction.
+    dunning = project_payments(session, account, customer_id, rows, now)
     projection = project(
-        _raw_events(rows), now=now, past_due_grace_days=options.past_due_grace_days
+        _raw_events(rows),
+        now=now,
+        past_due_grace_days=options.past_due_grace_days,
+        dunning=dunning,
     )
 
     states = [
@@ -149,7 +157,9 @@ def project_customer(
         for w in projection.warnings
     ]
     repo.replace_customer_rows(account, customer_id, states, changes, warnings)
-    repo.sync_movements(account, customer_id, _movement_rows(projection, fx))
+    touched = repo.sync_movements(account, customer_id, _movement_rows(projection, fx))
+    # The metrics jobs recompute only what changed; marked in this same transaction.
+    MetricsStore(session).mark_dirty(account, sorted(touched))
     customer.first_mrr_day = projection.first_mrr_day
     customer.next_change_at = projection.next_change_at
     handled_at = datetime.now(UTC)
@@ -325,6 +335,7 @@ def apply_fx_rates(session: Session, options: LedgerOptions, quotes: list[FxQuot
     since = min(q.day for q in quotes)
     currencies = {q.currency for q in quotes}
     rows = repo.movements_in_currencies(options.reporting_currency, currencies, since)
+    dirty: dict[str, set[date]] = {}
     for m in rows:
         rate = fx.rate(m.currency, m.day)
         frm = fx.to_reporting(m.from_mrr, m.currency, m.day)
@@ -332,6 +343,9 @@ def apply_fx_rates(session: Session, options: LedgerOptions, quotes: list[FxQuot
         m.fx_rate = None if rate is None else str(rate)
         m.from_mrr_reporting, m.to_mrr_reporting = frm, to
         m.delta_reporting = None if frm is None or to is None else to - frm
+        dirty.setdefault(m.account, set()).add(m.day)
+    for acct, days in dirty.items():
+        MetricsStore(session).mark_dirty(acct, sorted(days))
     session.flush()
     return len(rows)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -41,6 +41,8 @@ DISCOUNT_EVENTS = frozenset(
 TERMINAL_STATUSES = frozenset({"canceled", "incomplete_expired"})
 INVOLUNTARY_CANCEL_REASONS = frozenset({"payment_failed", "payment_disputed"})
 DUNNING_STATUSES = frozenset({"past_due", "unpaid"})
+# [first failed payment, end of dunning] in unix s, inclusive; end None while still open.
+DunningWindow = tuple[int, int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,10 +204,18 @@ def _time_breakpoints(
     return found
 
 
-def _churn(snap: Snapshot, previous: Snapshot | None, cause: str) -> Churn:
+def _in_dunning(windows: Sequence[DunningWindow], at: int) -> bool:
+    return any(start <= at and (end is None or at <= end) for start, end in windows)
+
+
+def _churn(snap: Snapshot, previous: Snapshot | None, cause: str, in_dunning: bool) -> Churn:
     details = snap.sub.cancellation_details
     involuntary = (
-        details.reason in INVOLUNTARY_CANCEL_REASONS
+        # Ended while an invoice of it was failing (an open failed-payment episode, design
+        # §6), whatever the cancellation says: the payment projector calls that episode
+        # lost, and both must agree.
+        in_dunning
+        or details.reason in INVOLUNTARY_CANCEL_REASONS
         or snap.sub.status in ("unpaid", "incomplete_expired")
         or cause == "grace_ended"
         or (
@@ -228,6 +238,7 @@ def _subscription_points(
     now: int,
     grace_s: int | None,
     projection: Projection,
+    dunning: Sequence[DunningWindow] = (),
 ) -> None:
     value = (0, "")
     past_due_since: int | None = None
@@ -258,7 +269,8 @@ def _subscription_points(
             if new_value != value and not (mrr == 0 and value[0] == 0):
                 churn = None
                 if mrr == 0:
-                    churn = _churn(snap, snaps[i - 1] if i else None, cause)
+                    previous = snaps[i - 1] if i else None
+                    churn = _churn(snap, previous, cause, _in_dunning(dunning, at))
                 projection.points.append(
                     MrrPoint(
                         at,
@@ -352,9 +364,18 @@ def _ledger_rows(points: list[MrrPoint]) -> list[LedgerRow]:
 
 
 def project(
-    events: Iterable[RawEvent], *, now: int, past_due_grace_days: int | None = None
+    events: Iterable[RawEvent],
+    *,
+    now: int,
+    past_due_grace_days: int | None = None,
+    dunning: Mapping[str, Sequence[DunningWindow]] | None = None,
 ) -> Projection:
-    """Everything the ledger knows about one customer, as of unix time `now`."""
+    """Everything the ledger knows about one customer, as of unix time `now`.
+
+    `dunning`: per subscription, the spans of its open failed-payment episodes (from the
+    payment projector); a subscription ending inside one churns involuntarily.
+    """
+    dunning = dunning or {}
     unique = {e.event_id: e for e in events}.values()
     projection = Projection()
     discounts = _discounts(e for e in unique if e.type in DISCOUNT_EVENTS)
@@ -363,6 +384,14 @@ def project(
     )
     grace_s = None if past_due_grace_days is None else past_due_grace_days * DAY_S
     for sub_id in sorted(snapshots):
-        _subscription_points(sub_id, snapshots[sub_id], discounts, now, grace_s, projection)
+        _subscription_points(
+            sub_id,
+            snapshots[sub_id],
+            discounts,
+            now,
+            grace_s,
+            projection,
+            dunning.get(sub_id, ()),
+        )
     projection.rows = _ledger_rows(projection.points)
     return projection

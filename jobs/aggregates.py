@@ -1,0 +1,299 @@
+"""Metric aggregates from the MRR ledger, with pandas (design §5, §8).
+
+`refresh` reads one account's ledger at a time, computes every precomputed table of
+`service.metrics.models` set-based (group-bys and cumulative sums, no per-customer Python
+loops) and replaces the account's rows in one transaction. The projector calls `mark_dirty`
+with the days it rewrote, in its own transaction, so a refresh never misses a change.
+
+Conventions (they are the API's too):
+* MRR in the reporting currency on a day = sum of `delta_reporting` of the ledger rows up
+  to that day; rows without a reporting amount (no FX rate) are left out and counted.
+* A customer is active while any of its (currency) ledger series has MRR > 0; customer
+  counts come from these customer-level flips (new, reactivation, churn).
+* A customer belongs to one segment for its whole history: that of its primary
+  subscription now (highest MRR, then latest), so segments add up to the whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from service.metrics.repository import MetricsStore
+
+PERIOD_INTERVALS = ("week", "month", "quarter", "year")
+MOVEMENTS = ("new", "expansion", "contraction", "churn", "reactivation")
+FLOW_COLUMNS = (
+    "new_mrr", "expansion_mrr", "contraction_mrr", "churned_mrr", "reactivation_mrr",
+    "new_customers", "reactivated_customers", "churned_customers", "expansions",
+    "contractions", "unconverted_movements",
+)  # fmt: skip
+
+
+def mark_dirty(session: Session, account: str, days: Iterable[date]) -> None:
+    """Record that the ledger of `account` changed on `days` (flush only: the caller's
+    transaction commits it together with the ledger write)."""
+    MetricsStore(session).mark_dirty(account, sorted(set(days)))
+
+
+@dataclass
+class Tables:
+    """One reporting currency's precomputed rows, as frames named like the tables."""
+
+    segments: pd.DataFrame
+    daily: pd.DataFrame
+    periods: pd.DataFrame
+    churn: pd.DataFrame
+    cohorts: pd.DataFrame
+
+
+@dataclass
+class RefreshResult:
+    accounts: list[str] = field(default_factory=list)
+    ledger_rows: int = 0
+    seconds: float = 0.0
+
+
+def refresh(
+    session: Session,
+    *,
+    accounts: Iterable[str] | None = None,
+    full: bool = False,
+    today: date | None = None,
+) -> RefreshResult:
+    """Recompute the accounts with dirty days or never computed (all with `full`)."""
+    started = time.perf_counter()
+    store = MetricsStore(session)
+    seen_marks = store.max_dirty_id()
+    if accounts is None:
+        # A full run always covers the platform account, so that even an empty ledger
+        # answers "computed, nothing there" rather than "never computed".
+        accounts = ["", *store.ledger_accounts()] if full else store.accounts_to_refresh()
+    today = today or datetime.now(UTC).date()
+    result = RefreshResult()
+    for account in sorted(set(accounts)):
+        # Read the freshness first: the ledger read after it includes at least that much.
+        as_of = store.newest_handled_event(account)
+        ledger = store.ledger_frame(account)
+        states = store.states_frame(account)
+        through = today if ledger.empty else max(today, ledger["day"].max().date())
+        by_currency = {
+            str(rc): compute(rows, states, through)
+            for rc, rows in ledger.groupby("reporting_currency", sort=True)
+        }
+        store.replace(account, by_currency, as_of=as_of, through=through, rows=len(ledger))
+        result.accounts.append(account)
+        result.ledger_rows += len(ledger)
+    store.clear_dirty(result.accounts, seen_marks)
+    session.flush()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# --- the computation: pure functions of frames ------------------------------------------
+
+
+def compute(ledger: pd.DataFrame, states: pd.DataFrame, through: date) -> Tables:
+    """`ledger`: rows of one reporting currency sorted by (customer_id, day), `day` as
+    datetime64; `states`: the account's subscription states (may be empty)."""
+    segments, segment_of = assign_segments(ledger, states)
+    ledger = ledger.assign(segment=ledger["customer_id"].map(segment_of))
+    days = customer_days(ledger)
+    flips = days[days["flip"] != ""]
+    return Tables(
+        segments=segments,
+        daily=daily_flows(ledger, flips),
+        periods=pd.concat([period_turnover(flips, i) for i in PERIOD_INTERVALS]),
+        churn=churn_reasons(ledger),
+        cohorts=cohorts(ledger, days, flips, through),
+    )
+
+
+def _canonical(text: str | None) -> str:
+    return json.dumps(json.loads(text) if text else {}, sort_keys=True, separators=(",", ":"))
+
+
+def assign_segments(ledger: pd.DataFrame, states: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Each customer's segment from its primary subscription; customers with no known
+    subscription get their latest ledger currency and nothing else."""
+    latest = ledger.drop_duplicates("customer_id", keep="last")[["customer_id", "currency"]]
+    primary = (
+        states.assign(recency=states["ended_at"].fillna(states["started_at"]).fillna(0))
+        .sort_values(
+            ["customer_id", "mrr", "recency", "subscription_id"],
+            ascending=[True, False, False, True],
+        )
+        .drop_duplicates("customer_id")
+    )
+    attrs = latest.merge(primary, on="customer_id", how="left")
+    attrs["currency"] = attrs["sub_currency"].fillna(attrs["currency"])
+    # Canonical JSON once per distinct stored text, not once per customer.
+    texts = attrs["metadata"].fillna("{}")
+    attrs["metadata"] = texts.map({t: _canonical(t) for t in texts.unique()})
+    keys = ["plan", "billing_interval", "currency", "metadata"]
+    combos = attrs[keys].drop_duplicates().reset_index(drop=True)
+    combos["segment"] = [
+        hashlib.sha1(json.dumps(list(row), default=str).encode()).hexdigest()[:16]
+        for row in combos.itertuples(index=False)
+    ]
+    attrs = attrs.merge(combos, on=keys, how="left")
+    counts = attrs.groupby("segment").size().rename("customers").reset_index()
+    segments = combos.merge(counts, on="segment")
+    segments["metadata"] = segments["metadata"].map(json.loads)
+    segments = segments.astype(object).where(segments.notna(), None)
+    return segments, attrs.set_index("customer_id")["segment"]
+
+
+def customer_days(ledger: pd.DataFrame) -> pd.DataFrame:
+    """Per customer and ledger day: active after the day, and the customer-level flip."""
+    active = ledger["to_mrr"] > 0
+    was = active.groupby([ledger["customer_id"], ledger["currency"]]).shift(fill_value=False)
+    step = active.astype(int) - was.astype(int)
+    days = (
+        step.groupby([ledger["segment"], ledger["customer_id"], ledger["day"]])
+        .sum()
+        .rename("step")
+        .reset_index()
+    )
+    days["active"] = days.groupby("customer_id")["step"].cumsum() > 0
+    before = days.groupby("customer_id")["active"].shift(fill_value=False)
+    starts = days["active"] & ~before
+    first = starts & (starts.astype(int).groupby(days["customer_id"]).cumsum() == 1)
+    days["flip"] = np.select(
+        [first, starts, before & ~days["active"]], ["new", "reactivation", "churn"], ""
+    )
+    return days
+
+
+def daily_flows(ledger: pd.DataFrame, flips: pd.DataFrame) -> pd.DataFrame:
+    converted = ledger["delta_reporting"].notna()
+    amount = ledger["delta_reporting"].fillna(0).astype("int64")
+    names = dict(
+        zip(MOVEMENTS, ("new", "expansion", "contraction", "churned", "reactivation"), strict=True)
+    )
+    frame = pd.DataFrame({"segment": ledger["segment"], "day": ledger["day"]})
+    for movement, name in names.items():
+        frame[f"{name}_mrr"] = amount.where(ledger["movement"] == movement, 0)
+    frame["expansions"] = (ledger["movement"] == "expansion").astype(int)
+    frame["contractions"] = (ledger["movement"] == "contraction").astype(int)
+    frame["unconverted_movements"] = (~converted).astype(int)
+    flows = frame.groupby(["segment", "day"]).sum()
+    kinds = {
+        "new": "new_customers",
+        "reactivation": "reactivated_customers",
+        "churn": "churned_customers",
+    }
+    counts = (
+        flips.groupby(["segment", "day", "flip"])
+        .size()
+        .unstack("flip", fill_value=0)
+        .reindex(columns=list(kinds), fill_value=0)
+        .rename(columns=kinds)
+    )
+    out = flows.join(counts, how="outer").fillna(0).astype("int64").reset_index()
+    return out[["segment", "day", *FLOW_COLUMNS]]
+
+
+def period_floor(days: pd.Series, interval: str) -> pd.Series:
+    if interval == "week":
+        return days - pd.to_timedelta(days.dt.day_of_week, unit="D")
+    code = {"month": "M", "quarter": "Q", "year": "Y"}[interval]
+    return days.dt.to_period(code).dt.start_time
+
+
+def period_turnover(flips: pd.DataFrame, interval: str) -> pd.DataFrame:
+    """Per calendar period: customers active at its start and not at its end (their first
+    and last flip in it are churns), and the reverse (both are activations)."""
+    frame = flips.assign(
+        period_start=period_floor(flips["day"], interval), churn=flips["flip"] == "churn"
+    )
+    ends = frame.groupby(["segment", "customer_id", "period_start"])["churn"].agg(["first", "last"])
+    ends["customers_lost"] = (ends["first"] & ends["last"]).astype(int)
+    ends["customers_gained"] = (~ends["first"] & ~ends["last"]).astype(int)
+    out = ends.groupby(["segment", "period_start"])[["customers_lost", "customers_gained"]].sum()
+    out = out[(out["customers_lost"] > 0) | (out["customers_gained"] > 0)].reset_index()
+    return out.assign(interval=interval)
+
+
+def churn_reasons(ledger: pd.DataFrame) -> pd.DataFrame:
+    churned = ledger[ledger["movement"] == "churn"]
+    frame = pd.DataFrame(
+        {
+            "segment": churned["segment"],
+            "day": churned["day"],
+            "reason": churned["churn_reason"].fillna("unknown"),
+            "feedback": churned["churn_feedback"].fillna(""),
+            "churns": 1,
+            "churned_mrr": churned["delta_reporting"].fillna(0).astype("int64"),
+        }
+    )
+    return frame.groupby(["segment", "day", "reason", "feedback"]).sum().reset_index()
+
+
+def _month_index(days: pd.Series) -> pd.Series:
+    return days.dt.year * 12 + days.dt.month - 1
+
+
+def cohorts(
+    ledger: pd.DataFrame, days: pd.DataFrame, flips: pd.DataFrame, through: date
+) -> pd.DataFrame:
+    """Per segment, cohort (month of first MRR) and month: the cohort's active customers
+    and MRR at the month's end, dense from the cohort month to `through`'s month."""
+    keys = ["segment", "cohort", "month"]
+    first = flips.loc[flips["flip"] == "new", ["customer_id", "day"]]
+    cohort_of = first.set_index("customer_id")["day"].pipe(_month_index).rename("cohort")
+    # Active at each month end, as steps: +1 / -1 when it differs from the month before.
+    monthly = days.assign(month=_month_index(days["day"]))
+    monthly = monthly.groupby(["segment", "customer_id", "month"])["active"].last().reset_index()
+    before = monthly.groupby("customer_id")["active"].shift(fill_value=False)
+    monthly["active_step"] = monthly["active"].astype(int) - before.astype(int)
+    mrr = ledger.assign(month=_month_index(ledger["day"]), mrr_step=ledger["delta_reporting"])
+    mrr = mrr.groupby(["customer_id", "month"])["mrr_step"].sum().reset_index()
+    # Every (customer, month) with ledger rows is in both frames.
+    steps = monthly.merge(mrr, on=["customer_id", "month"], how="left")
+    steps = steps.join(cohort_of, on="customer_id").dropna(subset=["cohort"])
+    flows = steps.groupby(keys)[["active_step", "mrr_step"]].sum()
+
+    initial = first.join(cohort_of, on="customer_id").merge(
+        ledger[["customer_id", "day", "segment", "delta_reporting"]], on=["customer_id", "day"]
+    )
+    base = initial.groupby(["segment", "cohort"]).agg(
+        cohort_customers=("customer_id", "nunique"), initial_mrr=("delta_reporting", "sum")
+    )
+    if base.empty:
+        return pd.DataFrame(
+            columns=[
+                "segment",
+                "cohort_month",
+                "months_since_start",
+                "cohort_customers",
+                "initial_mrr",
+                "active_customers",
+                "cohort_mrr",
+            ]
+        )
+    # The dense grid: each (segment, cohort) repeated once per month up to `through`.
+    last = through.year * 12 + through.month - 1
+    base = base.reset_index()
+    spans = (last - base["cohort"] + 1).clip(lower=1).astype(int)
+    grid = base.loc[base.index.repeat(spans)].reset_index(drop=True)
+    grid["months_since_start"] = grid.groupby(["segment", "cohort"]).cumcount()
+    grid["month"] = grid["cohort"] + grid["months_since_start"]
+    grid = grid.join(flows, on=keys).fillna({"active_step": 0, "mrr_step": 0})
+    totals = grid.groupby(["segment", "cohort"])[["active_step", "mrr_step"]].cumsum()
+    grid["active_customers"] = totals["active_step"].astype("int64")
+    grid["cohort_mrr"] = totals["mrr_step"].astype("int64")
+    grid["cohort_month"] = pd.to_datetime(
+        {"year": grid["cohort"] // 12, "month": grid["cohort"] % 12 + 1, "day": 1}
+    )
+    grid["initial_mrr"] = grid["initial_mrr"].fillna(0).astype("int64")
+    return grid[["segment", "cohort_month", "months_since_start", "cohort_customers",
+                 "initial_mrr", "active_customers", "cohort_mrr"]]  # fmt: skip

@@ -1,0 +1,148 @@
+"""Query parameters shared by the metrics endpoints, validated into a MetricsQuery."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Query, Request
+
+from service.kit.auth import SettingsDep
+from service.metrics.periods import PeriodInterval
+from service.metrics.schemas import SegmentBy
+from service.metrics.selection import ChurnOptions, MetricsQuery, invalid
+
+# Printable text only: a NUL byte is valid in a URL but not in a PostgreSQL string.
+TEXT = r"^[^\x00-\x1f\x7f]*$"
+_METADATA = re.compile(r"^metadata\[(.+)\]$")
+
+Account = Annotated[
+    str,
+    Query(
+        max_length=255,
+        pattern=TEXT,
+        description="Stripe Connect account (acct_...); empty for the platform's own events",
+    ),
+]
+
+METADATA_PARAM: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "metadata",
+            "in": "query",
+            "style": "deepObject",
+            "explode": True,
+            "required": False,
+            "description": "Segment filter on subscription metadata: `metadata[key]=value` "
+            "(repeatable; all must match). A customer's metadata is that of its primary "
+            "subscription.",
+            "schema": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "maxLength": 500},
+            },
+        }
+    ]
+}
+
+
+def _metadata(request: Request) -> dict[str, str]:
+    found = {}
+    for name, value in request.query_params.multi_items():
+        match = _METADATA.match(name)
+        if not match:
+            continue
+        key = match.group(1)
+        if len(key) > 40 or len(value) > 500 or not re.match(TEXT, key + value):
+            raise invalid(name, "metadata keys are at most 40 and values 500 printable chars")
+        found[key] = value
+    return found
+
+
+def metrics_query(
+    request: Request,
+    settings: SettingsDep,
+    account: Account = "",
+    start: Annotated[
+        date | None, Query(description="First day (ISO 8601); rounded down to its period's start")
+    ] = None,
+    end: Annotated[
+        date | None, Query(description="Day after the last (exclusive); rounded up to a period end")
+    ] = None,
+    interval: Annotated[
+        PeriodInterval, Query(description="Calendar periods, UTC")
+    ] = PeriodInterval.month,
+    currency: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[A-Za-z]{3}$",
+            description="Reporting currency; defaults to REPORTING_CURRENCY. Only a "
+            "currency the ledger was projected in is accepted.",
+        ),
+    ] = None,
+    plan: Annotated[
+        str | None,
+        Query(max_length=255, pattern=TEXT, description="Only customers on this plan/price id"),
+    ] = None,
+    billing_interval: Annotated[
+        str | None,
+        Query(max_length=8, pattern=TEXT, description="Only customers billed per this interval"),
+    ] = None,
+    currency_code: Annotated[
+        str | None,
+        Query(pattern=r"^[A-Za-z]{3}$", description="Only customers billed in this currency"),
+    ] = None,
+    segment_by: Annotated[
+        SegmentBy | None, Query(description="One row per period and segment value")
+    ] = None,
+) -> MetricsQuery:
+    return MetricsQuery(
+        account=account,
+        currency=currency,
+        default_currency=settings.reporting_currency,
+        start=start,
+        end=end,
+        interval=interval,
+        today=datetime.now(UTC).date(),
+        plan=plan,
+        billing_interval=billing_interval,
+        currency_code=currency_code,
+        metadata=_metadata(request),
+        segment_by=segment_by,
+    )
+
+
+MetricsQueryDep = Annotated[MetricsQuery, Depends(metrics_query)]
+
+
+def churn_options(
+    churn_good_below: Annotated[
+        float, Query(ge=0, le=1, description="Monthly churn below this is `good`")
+    ] = 0.05,
+    churn_high_above: Annotated[
+        float, Query(ge=0, le=1, description="Monthly churn above this is `high`")
+    ] = 0.10,
+    gross_margin: Annotated[
+        float | None, Query(gt=0, le=1, description="Multiplies LTV when given")
+    ] = None,
+) -> ChurnOptions:
+    return ChurnOptions(churn_good_below, churn_high_above, gross_margin)
+
+
+ChurnOptionsDep = Annotated[ChurnOptions, Depends(churn_options)]
+
+
+def output_format(
+    request: Request,
+    format: Annotated[
+        Literal["json", "csv"] | None,
+        Query(description="`csv` for BI tools; same as `Accept: text/csv`"),
+    ] = None,
+) -> str:
+    if format:
+        return format
+    accept = request.headers.get("accept", "")
+    return "csv" if "text/csv" in accept and "application/json" not in accept else "json"
+
+
+FormatDep = Annotated[str, Depends(output_format)]

@@ -1,0 +1,139 @@
+"""/v1/metrics/* (from the precomputed tables) and /v1/movements (the ledger rows)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from service.db import SessionDep
+from service.kit.auth import require_api_key
+from service.kit.errors import ErrorResponse
+from service.ledger.models import Movement
+from service.metrics import definitions as D
+from service.metrics import service
+from service.metrics.dependencies import (
+    METADATA_PARAM,
+    TEXT,
+    Account,
+    ChurnOptionsDep,
+    FormatDep,
+    MetricsQueryDep,
+)
+from service.metrics.render import CSV_RESPONSE, ledger_csv, respond
+from service.metrics.schemas import (
+    ChurnAnswer,
+    CohortsAnswer,
+    MovementsAnswer,
+    MovementsPage,
+    MrrAnswer,
+    ReasonsAnswer,
+)
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["metrics"],
+    dependencies=[Depends(require_api_key)],
+    responses={
+        401: {"model": ErrorResponse, "description": "Missing or wrong API key"},
+        422: {"model": ErrorResponse, "description": "Invalid parameter (`error.param`)"},
+    },
+)
+
+COMMON = """
+Answers from the tables `churn-ledger jobs run` computes (`as_of`, `refreshed_at` and
+`stale` say how fresh). Amounts are integer minor units of the reporting currency: a
+customer's MRR in it is the running sum of its ledger rows' `delta_reporting` (each
+converted at its day's rate, so exchange-rate moves alone are never movements); rows with
+no rate are left out and counted in `unconverted_movements`. Periods are whole UTC
+calendar periods. Segments and filters use each customer's primary subscription (highest
+MRR, then latest). Metrics:
+
+"""
+PERIOD_LEAD = ("period_start", "period_end", "segment")
+
+
+def _doc(text: str, metrics: tuple[str, ...]) -> str:
+    return text + "\n" + COMMON + D.formulas(metrics)
+
+
+def _route(path: str, model: type, summary: str, text: str, metrics: tuple[str, ...]) -> Any:
+    return router.get(
+        path,
+        response_model=model,
+        summary=summary,
+        description=_doc(text, metrics),
+        responses=CSV_RESPONSE,
+        openapi_extra=METADATA_PARAM,
+    )
+
+
+@_route("/metrics/mrr", MrrAnswer, "MRR, ARR, customers and ARPA per period",
+        "State at the end of each period.", D.MRR_METRICS)  # fmt: skip
+def get_mrr(query: MetricsQueryDep, fmt: FormatDep, session: SessionDep) -> Any:
+    return respond(service.mrr(session, query), fmt, PERIOD_LEAD, D.MRR_METRICS, "mrr")
+
+
+@_route("/metrics/movements", MovementsAnswer, "MRR movements per period",
+        "New, expansion, contraction, churned and reactivation MRR with the MRR at both "
+        "ends; `mrr_end = mrr_start + movements` holds exactly.", D.MOVEMENT_METRICS)  # fmt: skip
+def get_movements(query: MetricsQueryDep, fmt: FormatDep, session: SessionDep) -> Any:
+    answer = service.movements(session, query)
+    return respond(answer, fmt, PERIOD_LEAD, D.MOVEMENT_METRICS, "movements")
+
+
+@_route("/metrics/churn", ChurnAnswer, "Churn, retention, NRR/GRR, quick ratio, hazard, LTV",
+        "Customer and MRR churn per period, with flags.", D.CHURN_METRICS)  # fmt: skip
+def get_churn(
+    query: MetricsQueryDep, options: ChurnOptionsDep, fmt: FormatDep, session: SessionDep
+) -> Any:
+    answer = service.churn(session, query, options)
+    return respond(answer, fmt, PERIOD_LEAD, D.CHURN_METRICS, "churn")
+
+
+@_route("/metrics/cohorts", CohortsAnswer, "Monthly cohorts: logo and MRR retention",
+        "Customers grouped by the month of their first MRR; one row per cohort and month "
+        "since start, up to `through`. `start`/`end` select cohort months; `interval` is "
+        "ignored (always month).", D.COHORT_METRICS)  # fmt: skip
+def get_cohorts(query: MetricsQueryDep, fmt: FormatDep, session: SessionDep) -> Any:
+    lead = ("cohort_month", "months_since_start", "month", "segment")
+    return respond(service.cohorts(session, query), fmt, lead, D.COHORT_METRICS, "cohorts")
+
+
+@_route("/metrics/churn-reasons", ReasonsAnswer, "Churned MRR and customers by reason",
+        "Per period: voluntary / involuntary / unknown, and Stripe's cancellation feedback. "
+        "Only combinations with churn appear.", D.REASON_METRICS)  # fmt: skip
+def get_churn_reasons(query: MetricsQueryDep, fmt: FormatDep, session: SessionDep) -> Any:
+    lead = (*PERIOD_LEAD, "reason", "feedback")
+    answer = service.churn_reasons(session, query)
+    return respond(answer, fmt, lead, D.REASON_METRICS, "churn-reasons")
+
+
+@router.get(
+    "/movements",
+    response_model=MovementsPage,
+    summary="The MRR ledger rows, oldest first, with the Stripe events behind each",
+    description="Live ledger (not the precomputed tables). Cursor pagination: pass "
+    "`next_cursor` back as `cursor` while `has_more`.",
+    responses=CSV_RESPONSE,
+)
+def list_movements(
+    session: SessionDep,
+    fmt: FormatDep,
+    account: Account = "",
+    start: Annotated[date | None, Query(description="First day, inclusive")] = None,
+    end: Annotated[date | None, Query(description="Last day, exclusive")] = None,
+    type: Annotated[Movement | None, Query(description="Movement type")] = None,
+    customer: Annotated[
+        str | None, Query(max_length=255, pattern=TEXT, description="Stripe customer id")
+    ] = None,
+    currency_code: Annotated[str | None, Query(pattern=r"^[A-Za-z]{3}$")] = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=TEXT)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    page = service.ledger_rows(
+        session, account, start=start, end=end, movement=type, customer=customer,
+        currency_code=currency_code, cursor=cursor, limit=limit,
+    )  # fmt: skip
+    return ledger_csv(page) if fmt == "csv" else page

@@ -1,0 +1,145 @@
+"""Precomputed metric tables, written by `jobs/aggregates.py`, read by /v1/metrics.
+
+All amounts are integer minor units of the reporting currency (sums of `delta_reporting`).
+Every table is keyed by account and reporting currency and can be dropped and recomputed
+from the ledger at any time.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Date, DateTime, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db import Base, BigIntPK
+
+
+def _amount() -> Mapped[int]:
+    return mapped_column(BigInteger, default=0)
+
+
+def _count() -> Mapped[int]:
+    return mapped_column(Integer, default=0)
+
+
+class MetricsSegment(Base):
+    """A set of customers sharing plan, billing interval, currency and metadata.
+
+    A customer is in exactly one segment, that of its primary subscription (highest current
+    MRR, then latest), so segments add up to the whole.
+    """
+
+    __tablename__ = "metrics_segments"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    reporting_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(32), primary_key=True)
+    plan: Mapped[str | None] = mapped_column(String(255))
+    billing_interval: Mapped[str | None] = mapped_column(String(8))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    customers: Mapped[int] = _count()
+
+
+class MetricsDaily(Base):
+    """Per segment and UTC day with ledger rows: the day's flows (sparse).
+
+    MRR and customers at any date are cumulative sums of these, so the movement identity
+    holds by construction.
+    """
+
+    __tablename__ = "metrics_daily"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    reporting_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    new_mrr: Mapped[int] = _amount()
+    expansion_mrr: Mapped[int] = _amount()
+    contraction_mrr: Mapped[int] = _amount()
+    churned_mrr: Mapped[int] = _amount()
+    reactivation_mrr: Mapped[int] = _amount()
+    new_customers: Mapped[int] = _count()
+    reactivated_customers: Mapped[int] = _count()
+    churned_customers: Mapped[int] = _count()
+    expansions: Mapped[int] = _count()
+    contractions: Mapped[int] = _count()
+    unconverted_movements: Mapped[int] = _count()
+
+
+class MetricsPeriod(Base):
+    """Per segment and calendar period: customers active at start and not at end, and the
+    reverse. Not derivable from daily counts (a customer can churn and come back within a
+    period), so the job computes them per customer."""
+
+    __tablename__ = "metrics_periods"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    reporting_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(32), primary_key=True)
+    interval: Mapped[str] = mapped_column(String(8), primary_key=True)
+    period_start: Mapped[date] = mapped_column(Date, primary_key=True)
+    customers_lost: Mapped[int] = _count()
+    customers_gained: Mapped[int] = _count()
+
+
+class MetricsChurnDaily(Base):
+    """Churn rows per segment, day, reason and feedback ('' when none)."""
+
+    __tablename__ = "metrics_churn_daily"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    reporting_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(16), primary_key=True)
+    feedback: Mapped[str] = mapped_column(String(64), primary_key=True)
+    churns: Mapped[int] = _count()
+    churned_mrr: Mapped[int] = _amount()
+
+
+class MetricsCohort(Base):
+    """Per segment, cohort month (first MRR) and month since start: the cohort's state at
+    the end of that month. Dense up to the refresh's `through` month."""
+
+    __tablename__ = "metrics_cohorts"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    reporting_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cohort_month: Mapped[date] = mapped_column(Date, primary_key=True)
+    months_since_start: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cohort_customers: Mapped[int] = _count()
+    initial_mrr: Mapped[int] = _amount()
+    active_customers: Mapped[int] = _count()
+    cohort_mrr: Mapped[int] = _amount()
+
+
+class MetricsRefresh(Base):
+    """When an account's tables were last computed, and from which events."""
+
+    __tablename__ = "metrics_refreshes"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Stripe `created` (unix s) of the newest handled event when the ledger was read.
+    as_of: Mapped[int | None] = mapped_column(BigInteger)
+    # Last UTC day the tables describe: exposure (customer-days) stops there.
+    through: Mapped[date] = mapped_column(Date)
+    ledger_rows: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MetricsDirtyDay(Base):
+    """Days whose ledger rows changed since the last refresh (written by the projector).
+
+    Append-only with a surrogate id, so that a refresh deletes only the marks it has seen:
+    a mark committed while it runs survives for the next one.
+    """
+
+    __tablename__ = "metrics_dirty_days"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(255), index=True)
+    day: Mapped[date] = mapped_column(Date)

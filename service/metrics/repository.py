@@ -1,0 +1,265 @@
+"""All SQL of the metrics: the API's reads of the precomputed tables and the ledger, and
+the job's reads and writes (`MetricsStore`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from sqlalchemy import Date, Row, case, cast, delete, func, insert, literal, null, select, tuple_
+from sqlalchemy import String as SAString
+from sqlalchemy.orm import Session
+
+from service.ledger.models import MrrMovement, SubscriptionState
+from service.metrics.models import (
+    MetricsChurnDaily,
+    MetricsCohort,
+    MetricsDaily,
+    MetricsDirtyDay,
+    MetricsPeriod,
+    MetricsRefresh,
+    MetricsSegment,
+)
+from service.webhooks.models import StripeEvent
+
+if TYPE_CHECKING:
+    from jobs.aggregates import Tables
+
+DAILY_SUMS = (
+    "new_mrr", "expansion_mrr", "contraction_mrr", "churned_mrr", "reactivation_mrr",
+    "new_customers", "reactivated_customers", "churned_customers", "expansions",
+    "contractions", "unconverted_movements",
+)  # fmt: skip
+TABLES = (MetricsSegment, MetricsDaily, MetricsPeriod, MetricsChurnDaily, MetricsCohort)
+
+
+class MetricsRepository:
+    """Reads for the API. `segments=None` means every segment."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def refresh_info(self, account: str) -> MetricsRefresh | None:
+        return self.session.get(MetricsRefresh, account)
+
+    def is_dirty(self, account: str) -> bool:
+        stmt = select(MetricsDirtyDay.id).where(MetricsDirtyDay.account == account).limit(1)
+        return self.session.scalar(stmt) is not None
+
+    def reporting_currencies(self, account: str) -> set[str]:
+        stmt = select(MetricsSegment.reporting_currency).where(MetricsSegment.account == account)
+        return set(self.session.scalars(stmt.distinct()))
+
+    def segments(self, account: str, currency: str) -> Sequence[MetricsSegment]:
+        return self.session.scalars(
+            select(MetricsSegment)
+            .where(MetricsSegment.account == account, MetricsSegment.reporting_currency == currency)
+            .order_by(MetricsSegment.segment)
+        ).all()
+
+    def _where(self, table: Any, account: str, currency: str, segments: list[str] | None) -> list:
+        clauses = [table.account == account, table.reporting_currency == currency]
+        if segments is not None:
+            clauses.append(table.segment.in_(segments))
+        return clauses
+
+    def daily(
+        self,
+        account: str,
+        currency: str,
+        segments: list[str] | None,
+        start: date,
+        end: date,
+        labels: dict[str, str | None] | None = None,
+    ) -> Sequence[Row[Any]]:
+        """Flows per (label, day) in [start, end), plus one row per label (day NULL) with the
+        sums of every earlier day: the opening balance. `labels` maps segments to their
+        `segment_by` value; without it everything is one label (NULL)."""
+        t = MetricsDaily
+        if labels is None:
+            label: Any = cast(null(), SAString)
+        else:
+            whens = [(t.segment == k, literal(v, SAString)) for k, v in labels.items()]
+            label = case(*whens, else_=None) if whens else cast(null(), SAString)
+        base = (
+            select(label.label("label"), t.day, *(getattr(t, c) for c in DAILY_SUMS))
+            .where(*self._where(t, account, currency, segments), t.day < end)
+            .subquery()
+        )
+        sums = [func.sum(getattr(base.c, c)).label(c) for c in DAILY_SUMS]
+        opening = select(base.c.label, cast(null(), Date).label("day"), *sums).where(
+            base.c.day < start
+        )
+        period = select(base.c.label, base.c.day, *sums).where(base.c.day >= start)
+        return self.session.execute(
+            opening.group_by(base.c.label).union_all(period.group_by(base.c.label, base.c.day))
+        ).all()
+
+    def turnover(
+        self,
+        account: str,
+        currency: str,
+        segments: list[str] | None,
+        interval: str,
+        start: date,
+        end: date,
+    ) -> Sequence[Row[Any]]:
+        t = MetricsPeriod
+        return self.session.execute(
+            select(t.segment, t.period_start, t.customers_lost, t.customers_gained).where(
+                *self._where(t, account, currency, segments),
+                t.interval == interval,
+                t.period_start >= start,
+                t.period_start < end,
+            )
+        ).all()
+
+    def churn_reasons(
+        self, account: str, currency: str, segments: list[str] | None, start: date, end: date
+    ) -> Sequence[MetricsChurnDaily]:
+        t = MetricsChurnDaily
+        where = self._where(t, account, currency, segments)
+        return self.session.scalars(select(t).where(*where, t.day >= start, t.day < end)).all()
+
+    def cohorts(
+        self, account: str, currency: str, segments: list[str] | None, start: date, end: date
+    ) -> Sequence[MetricsCohort]:
+        t = MetricsCohort
+        where = self._where(t, account, currency, segments)
+        stmt = select(t).where(*where, t.cohort_month >= start, t.cohort_month < end)
+        return self.session.scalars(stmt).all()
+
+    # --- the ledger itself (/v1/movements) ---------------------------------------------
+
+    def movements(
+        self,
+        account: str,
+        *,
+        start: date | None,
+        end: date | None,
+        movement: str | None,
+        customer: str | None,
+        currency_code: str | None,
+        after: tuple[date, int] | None,
+        limit: int,
+    ) -> Sequence[MrrMovement]:
+        t = MrrMovement
+        clauses: list[Any] = [t.account == account]
+        if start:
+            clauses.append(t.day >= start)
+        if end:
+            clauses.append(t.day < end)
+        if movement:
+            clauses.append(t.movement == movement)
+        if customer:
+            clauses.append(t.customer_id == customer)
+        if currency_code:
+            clauses.append(t.currency == currency_code)
+        if after:
+            clauses.append(tuple_(t.day, t.id) > tuple_(literal(after[0]), literal(after[1])))
+        stmt = select(t).where(*clauses).order_by(t.day, t.id).limit(limit)
+        return self.session.scalars(stmt).all()
+
+    def newest_handled_event(self, account: str) -> int | None:
+        return self.session.scalar(
+            select(func.max(StripeEvent.created)).where(
+                StripeEvent.account == account, StripeEvent.handled_at.is_not(None)
+            )
+        )
+
+
+class MetricsStore(MetricsRepository):
+    """The job's side: the ledger as frames, replacing an account's tables, dirty days."""
+
+    def mark_dirty(self, account: str, days: Sequence[date]) -> None:
+        if days:
+            self.session.execute(
+                insert(MetricsDirtyDay), [{"account": account, "day": d} for d in days]
+            )
+
+    def max_dirty_id(self) -> int:
+        return self.session.scalar(select(func.max(MetricsDirtyDay.id))) or 0
+
+    def clear_dirty(self, accounts: Sequence[str], up_to_id: int) -> None:
+        if accounts:
+            self.session.execute(
+                delete(MetricsDirtyDay).where(
+                    MetricsDirtyDay.account.in_(accounts), MetricsDirtyDay.id <= up_to_id
+                )
+            )
+
+    def ledger_accounts(self) -> list[str]:
+        return list(self.session.scalars(select(MrrMovement.account).distinct()))
+
+    def accounts_to_refresh(self) -> list[str]:
+        dirty = select(MetricsDirtyDay.account)
+        never = select(MrrMovement.account).where(
+            MrrMovement.account.not_in(select(MetricsRefresh.account))
+        )
+        return list(self.session.scalars(dirty.union(never)))
+
+    def _frame(self, stmt: Any) -> pd.DataFrame:
+        return pd.read_sql(stmt, self.session.connection())
+
+    def ledger_frame(self, account: str) -> pd.DataFrame:
+        t = MrrMovement
+        frame = self._frame(
+            select(
+                t.customer_id, t.currency, t.day, cast(t.movement, SAString).label("movement"),
+                t.from_mrr, t.to_mrr, t.delta_reporting, t.reporting_currency,
+                cast(t.churn_reason, SAString).label("churn_reason"), t.churn_feedback,
+            )
+            .where(t.account == account)
+            .order_by(t.customer_id, t.day, t.currency)
+        )  # fmt: skip
+        frame["day"] = pd.to_datetime(frame["day"])
+        # NULL reporting amounts must stay NULL (counted, never summed as 0).
+        frame["delta_reporting"] = frame["delta_reporting"].astype("Int64")
+        return frame
+
+    def states_frame(self, account: str) -> pd.DataFrame:
+        t = SubscriptionState
+        return self._frame(
+            select(
+                t.customer_id, t.subscription_id, t.currency.label("sub_currency"), t.mrr,
+                t.plan, t.billing_interval, t.started_at, t.ended_at,
+                cast(t.metadata_, SAString).label("metadata"),
+            ).where(t.account == account)
+        )  # fmt: skip
+
+    def replace(
+        self, account: str, by_currency: dict[str, Tables], *, as_of: int | None,
+        through: date, rows: int,
+    ) -> None:  # fmt: skip
+        for table in TABLES:
+            self.session.execute(delete(table).where(table.account == account))
+        for currency, tables in by_currency.items():
+            keys = {"account": account, "reporting_currency": currency}
+            for table, frame in (
+                (MetricsSegment, tables.segments.rename(columns={"metadata": "metadata_"})),
+                (MetricsDaily, tables.daily),
+                (MetricsPeriod, tables.periods),
+                (MetricsChurnDaily, tables.churn),
+                (MetricsCohort, tables.cohorts),
+            ):
+                records = _records(frame, keys)
+                if records:
+                    self.session.execute(insert(table), records)
+        refresh = self.session.get(MetricsRefresh, account) or MetricsRefresh(account=account)
+        refresh.refreshed_at = datetime.now(UTC)
+        refresh.as_of = as_of
+        refresh.through = through
+        refresh.ledger_rows = rows
+        self.session.add(refresh)
+
+
+def _records(frame: pd.DataFrame, extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """Plain Python values (drivers do not take numpy scalars), datetimes as dates."""
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[column]):
+            out[column] = out[column].dt.date
+    out = out.astype(object).where(out.notna(), None)
+    return [{**extra, **row} for row in out.to_dict("records")]

@@ -1,0 +1,155 @@
+"""What /v1/metrics/* and /v1/movements answer (design §7): integer minor units with their
+currency and a display string, rates as decimals, null when undefined."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from service.ledger.schemas import Money, MovementOut
+from service.metrics.definitions import METRICS
+from service.metrics.periods import PeriodInterval
+
+M = METRICS
+Rate = float | None
+ChurnLevel = Literal["good", "normal", "high"]
+
+
+class SegmentBy(StrEnum):
+    plan = "plan"
+    billing_interval = "billing_interval"
+    currency = "currency"
+
+
+class MetricsAnswer(BaseModel):
+    account: str = Field(description="Stripe Connect account; empty for the platform")
+    currency: str = Field(description="Reporting currency of every amount (lowercase ISO 4217)")
+    start: date = Field(description="Start of the first period (rounded down to a period)")
+    end: date = Field(description="End of the last period, exclusive (rounded up)")
+    segment_by: SegmentBy | None
+    as_of: datetime | None = Field(
+        description="Stripe `created` time of the newest event included; null when the "
+        "metrics have never been computed or hold no events"
+    )
+    refreshed_at: datetime | None = Field(description="When the metric tables were computed")
+    through: date | None = Field(description="Last UTC day the metric tables describe")
+    stale: bool = Field(description="Ledger changes are waiting for the next refresh")
+    unconverted_movements: int = Field(
+        description="Ledger rows before `end` with no FX rate to the reporting currency: "
+        "left out of every amount (data quality), never counted as 0 silently"
+    )
+
+
+class PeriodRow(BaseModel):
+    period_start: date
+    period_end: date = Field(description="Exclusive")
+    segment: str | None = Field(description="Value of `segment_by`; null when not segmenting")
+
+
+class MrrRow(PeriodRow):
+    mrr: Money = M["mrr"].field()
+    arr: Money = M["arr"].field()
+    customers: int = M["customers"].field()
+    arpa: Money | None = M["arpa"].field()
+
+
+class MovementsRow(PeriodRow):
+    mrr_start: Money = M["mrr_start"].field()
+    new_mrr: Money = M["new_mrr"].field()
+    expansion_mrr: Money = M["expansion_mrr"].field()
+    contraction_mrr: Money = M["contraction_mrr"].field()
+    churned_mrr: Money = M["churned_mrr"].field()
+    reactivation_mrr: Money = M["reactivation_mrr"].field()
+    mrr_end: Money = M["mrr_end"].field()
+    new_customers: int = M["new_customers"].field()
+    reactivated_customers: int = M["reactivated_customers"].field()
+    churned_customers: int = M["churned_customers"].field()
+    expansions: int = M["expansions"].field()
+    contractions: int = M["contractions"].field()
+    unconverted_movements: int = M["unconverted_movements"].field()
+
+
+class ChurnRow(PeriodRow):
+    mrr_start: Money = M["mrr_start"].field()
+    mrr_end: Money = M["mrr_end"].field()
+    customers_start: int = M["customers_start"].field()
+    customers_end: int = M["customers_end"].field()
+    customers_gained: int = M["customers_gained"].field()
+    customers_lost: int = M["customers_lost"].field()
+    customer_churn_rate: Rate = M["customer_churn_rate"].field()
+    customer_retention_rate: Rate = M["customer_retention_rate"].field()
+    gross_mrr_churn_rate: Rate = M["gross_mrr_churn_rate"].field()
+    net_mrr_churn_rate: Rate = M["net_mrr_churn_rate"].field()
+    expansion_rate: Rate = M["expansion_rate"].field()
+    nrr: Rate = M["nrr"].field()
+    grr: Rate = M["grr"].field()
+    quick_ratio: Rate = M["quick_ratio"].field()
+    churned_customers: int = M["churned_customers"].field()
+    customer_days: int = M["customer_days"].field()
+    churn_hazard: Rate = M["churn_hazard"].field()
+    monthly_churn_rate: Rate = M["monthly_churn_rate"].field()
+    arpa: Money | None = M["arpa"].field()
+    ltv: Money | None = M["ltv"].field()
+    negative_churn: bool | None = M["negative_churn"].field()
+    churn_level: ChurnLevel | None = M["churn_level"].field()
+
+
+class ReasonRow(PeriodRow):
+    reason: Literal["voluntary", "involuntary", "unknown"] = Field(
+        description="voluntary: cancellation requested; involuntary: payment failed or "
+        "disputed; unknown: the ledger row carries no reason"
+    )
+    feedback: str | None = Field(description="Stripe `cancellation_details.feedback`")
+    churns: int = M["churns"].field()
+    churned_mrr: Money = M["churned_mrr"].field()
+
+
+class CohortRow(BaseModel):
+    cohort_month: date = Field(description="First day of the month of the customers' first MRR")
+    months_since_start: int = Field(description="0 is the cohort month itself")
+    month: date = Field(description="The month described (its first day)")
+    segment: str | None
+    cohort_customers: int = M["cohort_customers"].field()
+    initial_mrr: Money = M["initial_mrr"].field()
+    active_customers: int = M["active_customers"].field()
+    logo_retention: Rate = M["logo_retention"].field()
+    cohort_mrr: Money = M["cohort_mrr"].field()
+    mrr_retention: Rate = M["mrr_retention"].field()
+
+
+class MrrAnswer(MetricsAnswer):
+    interval: PeriodInterval
+    data: list[MrrRow]
+
+
+class MovementsAnswer(MetricsAnswer):
+    interval: PeriodInterval
+    data: list[MovementsRow]
+
+
+class ChurnAnswer(MetricsAnswer):
+    interval: PeriodInterval
+    churn_good_below: float
+    churn_high_above: float
+    gross_margin: float | None
+    data: list[ChurnRow]
+
+
+class ReasonsAnswer(MetricsAnswer):
+    interval: PeriodInterval
+    data: list[ReasonRow]
+
+
+class CohortsAnswer(MetricsAnswer):
+    data: list[CohortRow]
+
+
+class MovementsPage(BaseModel):
+    account: str
+    as_of: datetime | None = Field(description="Stripe `created` of the newest handled event")
+    data: list[MovementOut] = Field(description="Ledger rows ordered by (day, id)")
+    has_more: bool
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")

@@ -1,0 +1,124 @@
+"""A metrics query resolved against the precomputed tables: reporting currency, the
+segments its filters select, its periods and the sums per period."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service.kit.errors import ApiError
+from service.ledger.schemas import Money
+from service.metrics import periods as P
+from service.metrics.models import MetricsSegment
+from service.metrics.repository import MetricsRepository
+from service.metrics.schemas import SegmentBy
+from service.metrics.series import PeriodValues, walk
+
+
+@dataclass(frozen=True)
+class MetricsQuery:
+    account: str
+    currency: str | None  # None: the configured reporting currency
+    default_currency: str
+    start: date | None
+    end: date | None
+    interval: P.PeriodInterval
+    today: date
+    plan: str | None = None
+    billing_interval: str | None = None
+    currency_code: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    segment_by: SegmentBy | None = None
+
+
+@dataclass(frozen=True)
+class ChurnOptions:
+    good_below: float = 0.05
+    high_above: float = 0.10
+    gross_margin: float | None = None
+
+
+def invalid(param: str, message: str) -> ApiError:
+    return ApiError(422, "invalid_request", f"invalid parameter {param!r}: {message}", param=param)
+
+
+class Selection:
+    """A query resolved against the precomputed tables: currency, segments, periods."""
+
+    def __init__(self, session: Session, q: MetricsQuery, interval: P.PeriodInterval) -> None:
+        self.repo = MetricsRepository(session)
+        self.q = q
+        self.currency = self._currency()
+        try:
+            self.periods = P.periods(q.start, q.end, interval, q.today)
+        except P.PeriodError as exc:
+            raise invalid(exc.param, str(exc)) from None
+        segments = self.repo.segments(q.account, self.currency)
+        chosen = [s for s in segments if self._matches(s)]
+        filtered = len(chosen) != len(segments)
+        self.segment_keys: list[str] | None = [s.segment for s in chosen] if filtered else None
+        attr = q.segment_by.value if q.segment_by else None
+        self._label = {s.segment: getattr(s, attr) if attr else None for s in chosen}
+        found = set(self._label.values())
+        self.labels = sorted(found, key=lambda v: (v is not None, v or "")) if attr else [None]
+        self.refresh = self.repo.refresh_info(q.account)
+
+    def _currency(self) -> str:
+        default = self.q.default_currency.lower()
+        wanted = (self.q.currency or default).lower()
+        if wanted != default and wanted not in self.repo.reporting_currencies(self.q.account):
+            raise invalid("currency", f"no metrics in {wanted}: the ledger reports in {default}")
+        return wanted
+
+    def _matches(self, s: MetricsSegment) -> bool:
+        q = self.q
+        return (
+            (q.plan is None or s.plan == q.plan)
+            and (q.billing_interval is None or s.billing_interval == q.billing_interval)
+            and (q.currency_code is None or (s.currency or "") == q.currency_code.lower())
+            and all(_text((s.metadata_ or {}).get(k)) == v for k, v in q.metadata.items())
+        )
+
+    def includes(self, segment: str) -> bool:
+        return segment in self._label
+
+    def label(self, segment: str) -> str | None:
+        return self._label.get(segment)
+
+    @property
+    def bounds(self) -> tuple[date, date]:
+        return self.periods[0][0], self.periods[-1][1]
+
+    def values(self) -> tuple[list[PeriodValues], int]:
+        start, end = self.bounds
+        # Segments are mapped to labels in SQL: one row per label and day comes back.
+        labels = self._label if self.q.segment_by else None
+        rows = self.repo.daily(self.q.account, self.currency, self.segment_keys, start, end, labels)
+        through = self.refresh.through if self.refresh else None
+        return walk(rows, self.labels, self.periods, through)
+
+    def money(self, amount: int) -> Money:
+        return Money.of(amount, self.currency)
+
+    def header(self, unconverted: int) -> dict[str, Any]:
+        r = self.refresh
+        return {
+            "account": self.q.account,
+            "currency": self.currency,
+            "start": self.bounds[0],
+            "end": self.bounds[1],
+            "segment_by": self.q.segment_by,
+            "as_of": datetime.fromtimestamp(r.as_of, UTC) if r and r.as_of else None,
+            "refreshed_at": r.refreshed_at if r else None,
+            "through": r.through if r else None,
+            "stale": self.repo.is_dirty(self.q.account),
+            "unconverted_movements": unconverted,
+        }
+
+
+def _text(value: Any) -> str | None:
+    """Stripe metadata values are strings; anything else compares by its text."""
+    return None if value is None else str(value)

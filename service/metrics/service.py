@@ -1,0 +1,278 @@
+"""Metric rules (design §5): which rows a query selects, and each metric from the sums.
+
+Reads only the tables `jobs/aggregates.py` precomputes (and the ledger for /v1/movements);
+services never write here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from fractions import Fraction
+
+from sqlalchemy.orm import Session
+
+from service.ledger.service import movement_out
+from service.metrics import periods as P
+from service.metrics.repository import MetricsRepository
+from service.metrics.schemas import (
+    ChurnAnswer,
+    ChurnRow,
+    CohortRow,
+    CohortsAnswer,
+    MovementsAnswer,
+    MovementsPage,
+    MovementsRow,
+    MrrAnswer,
+    MrrRow,
+    ReasonRow,
+    ReasonsAnswer,
+)
+from service.metrics.selection import ChurnOptions, MetricsQuery, Selection, invalid
+from service.metrics.series import PeriodValues, as_float, ratio, round_half_up
+
+
+def mrr(session: Session, q: MetricsQuery) -> MrrAnswer:
+    sel = Selection(session, q, q.interval)
+    values, unconverted = sel.values()
+    rows = []
+    for p in values:
+        arpa = ratio(p.mrr_end, p.customers_end)
+        rows.append(
+            MrrRow(
+                period_start=p.start,
+                period_end=p.end,
+                segment=p.segment,
+                mrr=sel.money(p.mrr_end),
+                arr=sel.money(12 * p.mrr_end),
+                customers=p.customers_end,
+                arpa=None if arpa is None else sel.money(round_half_up(arpa)),
+            )
+        )
+    return MrrAnswer(**sel.header(unconverted), interval=q.interval, data=rows)
+
+
+def movements(session: Session, q: MetricsQuery) -> MovementsAnswer:
+    sel = Selection(session, q, q.interval)
+    values, unconverted = sel.values()
+    rows = [
+        MovementsRow(
+            period_start=p.start,
+            period_end=p.end,
+            segment=p.segment,
+            mrr_start=sel.money(p.mrr_start),
+            mrr_end=sel.money(p.mrr_end),
+            **{
+                k: sel.money(p.flows[k])
+                for k in (
+                    "new_mrr",
+                    "expansion_mrr",
+                    "contraction_mrr",
+                    "churned_mrr",
+                    "reactivation_mrr",
+                )
+            },
+            **{
+                k: p.flows[k]
+                for k in (
+                    "new_customers",
+                    "reactivated_customers",
+                    "churned_customers",
+                    "expansions",
+                    "contractions",
+                    "unconverted_movements",
+                )
+            },
+        )
+        for p in values
+    ]
+    return MovementsAnswer(**sel.header(unconverted), interval=q.interval, data=rows)
+
+
+def _turnover(sel: Selection, values: list[PeriodValues], interval: P.PeriodInterval) -> None:
+    """Customers lost and gained per period: per-customer facts the job precomputed."""
+    if interval is P.PeriodInterval.day:
+        # One customer-level flip per customer and day at most: the daily counts are exact.
+        for p in values:
+            p.customers_lost = p.flows["churned_customers"]
+            p.customers_gained = p.flows["new_customers"] + p.flows["reactivated_customers"]
+        return
+    start, end = sel.bounds
+    found: dict[tuple[date, str | None], list[int]] = defaultdict(lambda: [0, 0])
+    for row in sel.repo.turnover(
+        sel.q.account, sel.currency, sel.segment_keys, interval.value, start, end
+    ):
+        if sel.includes(row.segment):
+            pair = found[(row.period_start, sel.label(row.segment))]
+            pair[0] += row.customers_lost
+            pair[1] += row.customers_gained
+    for p in values:
+        p.customers_lost, p.customers_gained = found.get((p.start, p.segment), (0, 0))
+
+
+def churn(session: Session, q: MetricsQuery, options: ChurnOptions) -> ChurnAnswer:
+    if options.good_below > options.high_above:
+        raise invalid("churn_high_above", "must not be below churn_good_below")
+    sel = Selection(session, q, q.interval)
+    values, unconverted = sel.values()
+    _turnover(sel, values, q.interval)
+    rows = [_churn_row(sel, p, options) for p in values]
+    return ChurnAnswer(
+        **sel.header(unconverted),
+        interval=q.interval,
+        churn_good_below=options.good_below,
+        churn_high_above=options.high_above,
+        gross_margin=options.gross_margin,
+        data=rows,
+    )
+
+
+def _churn_row(sel: Selection, p: PeriodValues, options: ChurnOptions) -> ChurnRow:
+    f = p.flows
+    losses = -(f["churned_mrr"] + f["contraction_mrr"])
+    gains = f["expansion_mrr"] + f["reactivation_mrr"]
+    net = ratio(losses - gains, p.mrr_start)
+    hazard = ratio(f["churned_customers"], p.customer_days)
+    monthly = None if hazard is None else 1 - (1 - hazard) ** 30
+    arpa = ratio(p.mrr_end, p.customers_end)
+    ltv = None
+    if arpa is not None and monthly:
+        margin = Fraction(str(options.gross_margin)) if options.gross_margin else 1
+        ltv = sel.money(round_half_up(arpa / monthly * margin))
+    level = None
+    if monthly is not None:
+        good, high = Fraction(str(options.good_below)), Fraction(str(options.high_above))
+        level = "good" if monthly < good else "high" if monthly > high else "normal"
+    return ChurnRow(
+        period_start=p.start, period_end=p.end, segment=p.segment,
+        mrr_start=sel.money(p.mrr_start), mrr_end=sel.money(p.mrr_end),
+        customers_start=p.customers_start, customers_end=p.customers_end,
+        customers_gained=p.customers_gained, customers_lost=p.customers_lost,
+        customer_churn_rate=as_float(ratio(p.customers_lost, p.customers_start)),
+        customer_retention_rate=as_float(
+            ratio(p.customers_end - p.customers_gained, p.customers_start)
+        ),
+        gross_mrr_churn_rate=as_float(ratio(losses, p.mrr_start)),
+        net_mrr_churn_rate=as_float(net),
+        expansion_rate=as_float(ratio(gains, p.mrr_start)),
+        nrr=as_float(ratio(p.mrr_start - losses + gains, p.mrr_start)),
+        grr=as_float(ratio(p.mrr_start - losses, p.mrr_start)),
+        quick_ratio=as_float(ratio(f["new_mrr"] + gains, losses)),
+        churned_customers=f["churned_customers"], customer_days=p.customer_days,
+        churn_hazard=as_float(hazard), monthly_churn_rate=as_float(monthly),
+        arpa=None if arpa is None else sel.money(round_half_up(arpa)), ltv=ltv,
+        negative_churn=None if net is None else net < 0, churn_level=level,
+    )  # fmt: skip
+
+
+def churn_reasons(session: Session, q: MetricsQuery) -> ReasonsAnswer:
+    sel = Selection(session, q, q.interval)
+    _, unconverted = sel.values()
+    start, end = sel.bounds
+    starts = [s for s, _ in sel.periods]
+    sums: dict[tuple[int, str | None, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for r in sel.repo.churn_reasons(q.account, sel.currency, sel.segment_keys, start, end):
+        if sel.includes(r.segment):
+            index = _period_index(starts, r.day)
+            total = sums[(index, sel.label(r.segment), r.reason, r.feedback)]
+            total[0] += r.churns
+            total[1] += r.churned_mrr
+    rows = [
+        ReasonRow(
+            period_start=sel.periods[i][0],
+            period_end=sel.periods[i][1],
+            segment=label,
+            reason=reason,
+            feedback=feedback or None,  # type: ignore[arg-type]
+            churns=count,
+            churned_mrr=sel.money(amount),
+        )
+        for (i, label, reason, feedback), (count, amount) in sorted(
+            sums.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2], kv[0][3])
+        )
+    ]
+    return ReasonsAnswer(**sel.header(unconverted), interval=q.interval, data=rows)
+
+
+def _period_index(starts: list[date], day: date) -> int:
+    return bisect.bisect_right(starts, day) - 1
+
+
+def cohorts(session: Session, q: MetricsQuery) -> CohortsAnswer:
+    sel = Selection(session, q, P.PeriodInterval.month)
+    start, end = sel.bounds
+    sums: dict[tuple[date, int, str | None], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for r in sel.repo.cohorts(q.account, sel.currency, sel.segment_keys, start, end):
+        if sel.includes(r.segment):
+            total = sums[(r.cohort_month, r.months_since_start, sel.label(r.segment))]
+            for i, v in enumerate(
+                (r.cohort_customers, r.initial_mrr, r.active_customers, r.cohort_mrr)
+            ):
+                total[i] += v
+    rows = [
+        CohortRow(
+            cohort_month=cohort,
+            months_since_start=n,
+            month=P.shift(cohort, P.PeriodInterval.month, n),
+            segment=label,
+            cohort_customers=size,
+            initial_mrr=sel.money(initial),
+            active_customers=active,
+            logo_retention=as_float(ratio(active, size)),
+            cohort_mrr=sel.money(mrr_now),
+            mrr_retention=as_float(ratio(mrr_now, initial)),
+        )
+        for (cohort, n, label), (size, initial, active, mrr_now) in sorted(
+            sums.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")
+        )
+    ]
+    _, unconverted = sel.values()
+    return CohortsAnswer(**sel.header(unconverted), data=rows)
+
+
+# --- the ledger rows ----------------------------------------------------------------------
+
+
+def encode_cursor(day: date, row_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{day.isoformat()}|{row_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[date, int]:
+    try:
+        day, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return date.fromisoformat(day), int(row_id)
+    except (ValueError, binascii.Error, UnicodeError):
+        raise invalid("cursor", "not a cursor from a previous page") from None
+
+
+def ledger_rows(
+    session: Session,
+    account: str,
+    *,
+    start: date | None,
+    end: date | None,
+    movement: str | None,
+    customer: str | None,
+    currency_code: str | None,
+    cursor: str | None,
+    limit: int,
+) -> MovementsPage:
+    repo = MetricsRepository(session)
+    after = decode_cursor(cursor) if cursor else None
+    rows = repo.movements(
+        account, start=start, end=end, movement=movement, customer=customer,
+        currency_code=currency_code.lower() if currency_code else None, after=after,
+        limit=limit + 1,
+    )  # fmt: skip
+    page, more = rows[:limit], len(rows) > limit
+    newest = repo.newest_handled_event(account)
+    return MovementsPage(
+        account=account,
+        as_of=datetime.fromtimestamp(newest, UTC) if newest else None,
+        data=[movement_out(m) for m in page],
+        has_more=more,
+        next_cursor=encode_cursor(page[-1].day, page[-1].id) if more else None,
+    )

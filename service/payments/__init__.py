@@ -1,0 +1,1 @@
+"""Failed payments: episodes, recovery metrics, alerts (design §6)."""

@@ -1,0 +1,136 @@
+"""/v1/failed-payments and /v1/metrics/recovery: episodes, traceable to their events."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+
+from service.db import SessionDep
+from service.kit.auth import ApiKeyDep, SettingsDep
+from service.kit.errors import ApiError, ErrorResponse
+from service.kit.time import now_ts, utc_day
+from service.payments import service
+from service.payments.csvout import CSV_RESPONSE, csv_response, wants_csv
+from service.payments.models import Outcome
+from service.payments.periods import Interval, floor
+from service.payments.report import TooManyPeriodsError, recovery_report
+from service.payments.schemas import (
+    EpisodeDetailOut,
+    EpisodeOut,
+    EpisodePage,
+    RecoveryOut,
+    RecoveryPeriod,
+)
+
+router = APIRouter(
+    prefix="/v1", tags=["failed payments"], responses={401: {"model": ErrorResponse}}
+)
+
+AccountQuery = Annotated[
+    str,
+    Query(
+        max_length=255,
+        description="Stripe Connect account (acct_...); empty for the platform's own events",
+    ),
+]
+FormatQuery = Annotated[
+    Literal["json", "csv"] | None,
+    Query(alias="format", description="`csv` for BI tools (or send `Accept: text/csv`)"),
+]
+
+
+def _check_range(start: date | None, end: date | None) -> None:
+    if start is not None and end is not None and start >= end:
+        raise ApiError(400, "invalid_request", "`start` must be before `end` (end is exclusive)")
+
+
+@router.get(
+    "/failed-payments",
+    response_model=EpisodePage,
+    summary="Failed-payment episodes, newest first, with cursor pagination (JSON or CSV)",
+    description="CSV answers every matching episode from `cursor` on (no `limit`).",
+    responses={**CSV_RESPONSE, 400: {"model": ErrorResponse}},
+)
+def list_failed_payments(
+    request: Request,
+    session: SessionDep,
+    _key: ApiKeyDep,
+    account: AccountQuery = "",
+    status: Annotated[Outcome | None, Query(description="Outcome: open, recovered, lost")] = None,
+    customer: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    start: Annotated[date | None, Query(description="First failure on or after (UTC)")] = None,
+    end: Annotated[date | None, Query(description="First failure before (UTC)")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    format_: FormatQuery = None,
+) -> Any:
+    _check_range(start, end)
+    f = service.EpisodeFilter(account, status, customer, start, end)
+    if wants_csv(request, format_):
+        rows = service.all_episodes(session, f, cursor)
+        return csv_response(rows, EpisodeOut, "failed-payments.csv")
+    return service.list_episodes(session, f, cursor, limit)
+
+
+@router.get(
+    "/failed-payments/{invoice_id}",
+    response_model=EpisodeDetailOut,
+    summary="One invoice's failed-payment episode with the Stripe events behind it",
+    responses={404: {"model": ErrorResponse}},
+)
+def get_failed_payment(
+    invoice_id: Annotated[str, Path(min_length=1, max_length=255)],
+    session: SessionDep,
+    _key: ApiKeyDep,
+    account: AccountQuery = "",
+) -> EpisodeDetailOut:
+    found = service.episode_detail(session, account, invoice_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no failed-payment episode for invoice {invoice_id!r}")
+    return found
+
+
+@router.get(
+    "/metrics/recovery",
+    response_model=RecoveryOut,
+    summary="Failed-payment recovery per period, for the episodes that started in it",
+    description=(
+        "Failed, recovered, open and lost invoices and amounts, recovery rates by count and "
+        "amount, median and p90 time to recover, the attempt that recovered, MRR at risk at "
+        "each period end, involuntary vs voluntary churned MRR, and a decline-code "
+        "breakdown. Amounts in the reporting currency. Defaults: the last 12 months. "
+        "CSV has one row per period (the breakdowns are JSON-only)."
+    ),
+    responses={**CSV_RESPONSE, 400: {"model": ErrorResponse}},
+)
+def get_recovery(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    _key: ApiKeyDep,
+    account: AccountQuery = "",
+    interval: Interval = Interval.month,
+    start: Annotated[date | None, Query(description="First day (UTC)")] = None,
+    end: Annotated[date | None, Query(description="Day after the last (UTC), exclusive")] = None,
+    format_: FormatQuery = None,
+) -> Any:
+    end = end or utc_day(now_ts()) + timedelta(days=1)
+    if start is None:
+        start = floor(end - timedelta(days=365), Interval.month)
+    _check_range(start, end)
+    try:
+        report = recovery_report(
+            session,
+            settings.ledger_options(),
+            account=account,
+            start=start,
+            end=end,
+            interval=interval,
+        )
+    except TooManyPeriodsError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
+    if wants_csv(request, format_):
+        return csv_response(report.periods, RecoveryPeriod, "recovery.csv")
+    return report

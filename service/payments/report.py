@@ -1,0 +1,125 @@
+"""GET /v1/metrics/recovery: per period, the episodes that started in it (design §6).
+
+A failure on 28 Dec recovered on 3 Jan counts for December, so failed and recovered line
+up. Amounts are converted to the reporting currency at the rate of the episode's first
+failure day (one rate per episode, so FX moves never make a recovery rate exceed 1).
+MRR at risk is a point-in-time value at each period's end; churned MRR comes from the
+ledger's churn rows in the period, split by reason.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy.orm import Session
+
+from service.kit.time import day_start, utc_day
+from service.ledger.fx import FxTable
+from service.ledger.models import ChurnReason
+from service.ledger.options import LedgerOptions
+from service.ledger.repository import LedgerRepository
+from service.ledger.schemas import Money
+from service.payments.periods import Interval, split
+from service.payments.recovery import EpisodeFacts, Outcomes, summarize
+from service.payments.repository import PaymentRepository
+from service.payments.risk import mrr_at_risk
+from service.payments.schemas import (
+    AttemptCount,
+    DeclineBreakdown,
+    RecoveryOut,
+    RecoveryPeriod,
+)
+
+MAX_PERIODS = 1000
+
+
+class TooManyPeriodsError(ValueError):
+    pass
+
+
+def _facts(session: Session, account: str, start: int, end: int, fx: FxTable) -> list[EpisodeFacts]:
+    return [
+        EpisodeFacts(
+            amount=fx.to_reporting(e.amount_due, e.currency, utc_day(e.first_failure_at)),
+            outcome=e.outcome,
+            time_to_recover_s=e.time_to_recover_s,
+            recovered_on_attempt=e.recovered_on_attempt,
+            decline_code=e.decline_code,
+        )
+        for e in PaymentRepository(session).started_between(account, start, end)
+    ]
+
+
+def _decline(code: str | None, o: Outcomes, cur: str) -> DeclineBreakdown:
+    return DeclineBreakdown(
+        decline_code=code,
+        failed_invoices=o.failed.invoices,
+        failed_amount=Money.of(o.failed.amount, cur),
+        recovered_invoices=o.recovered.invoices,
+        recovered_amount=Money.of(o.recovered.amount, cur),
+        lost_invoices=o.lost.invoices,
+        recovery_rate_by_count=o.rate_by_count,
+        recovery_rate_by_amount=o.rate_by_amount,
+    )
+
+
+def _period(session: Session, account: str, start: date, end: date, fx: FxTable) -> RecoveryPeriod:
+    cur = fx.reporting
+    s = summarize(_facts(session, account, day_start(start), day_start(end), fx))
+    t = s.totals
+    risk = mrr_at_risk(session, account, day_start(end), fx)
+    churned = PaymentRepository(session).churned_mrr(account, cur, start, end)
+    declines = sorted(s.by_decline.items(), key=lambda kv: (-kv[1].failed.invoices, kv[0] or ""))
+    return RecoveryPeriod(
+        period_start=start,
+        period_end=end,
+        failed_invoices=t.failed.invoices,
+        failed_amount=Money.of(t.failed.amount, cur),
+        recovered_invoices=t.recovered.invoices,
+        recovered_amount=Money.of(t.recovered.amount, cur),
+        recovery_rate_by_count=t.rate_by_count,
+        recovery_rate_by_amount=t.rate_by_amount,
+        open_invoices=t.open.invoices,
+        open_amount=Money.of(t.open.amount, cur),
+        lost_invoices=t.lost.invoices,
+        lost_amount=Money.of(t.lost.amount, cur),
+        median_time_to_recover_s=s.median_time_to_recover_s,
+        p90_time_to_recover_s=s.p90_time_to_recover_s,
+        recovered_on_attempt=[
+            AttemptCount(attempt=n, invoices=c.invoices, amount=Money.of(c.amount, cur))
+            for n, c in sorted(s.by_attempt.items())
+        ],
+        mrr_at_risk=Money.of(risk.amount, cur),
+        subscriptions_at_risk=risk.subscriptions,
+        involuntary_churned_mrr=Money.of(churned.get(ChurnReason.involuntary, 0), cur),
+        voluntary_churned_mrr=Money.of(churned.get(ChurnReason.voluntary, 0), cur),
+        decline_codes=[_decline(code, o, cur) for code, o in declines],
+        unconverted_invoices=s.unconverted,
+    )
+
+
+def recovery_report(
+    session: Session,
+    options: LedgerOptions,
+    *,
+    account: str,
+    start: date,
+    end: date,
+    interval: Interval,
+) -> RecoveryOut:
+    periods = split(start, end, interval)
+    if len(periods) > MAX_PERIODS:
+        raise TooManyPeriodsError(
+            f"{len(periods)} periods: at most {MAX_PERIODS}; use a longer interval"
+        )
+    fx = LedgerRepository(session).fx_table(options.reporting_currency)
+    as_of = PaymentRepository(session).as_of(account)
+    return RecoveryOut(
+        account=account,
+        reporting_currency=fx.reporting,
+        interval=interval,
+        start=start,
+        end=end,
+        as_of=None if as_of is None else datetime.fromtimestamp(as_of, UTC),
+        periods=[_period(session, account, s, e, fx) for s, e in periods],
+    )

@@ -1,0 +1,190 @@
+"""Payment projection and failed-payment reads. Services only flush; the edge commits.
+
+`project_payments` runs inside the ledger's per-customer projection (same lock, same
+transaction, one `handled_at`): it recomputes the customer's episodes from all of its
+stored events, writes them, queues their alerts, and hands the ledger the dunning windows
+it needs to call a cancellation involuntary.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service.kit.errors import ApiError
+from service.kit.time import day_start
+from service.ledger.schemas import Money
+from service.ledger.timeline import DunningWindow
+from service.payments.alerts import episode_alerts
+from service.payments.episodes import Episode, build_episodes, dunning_windows, raw_events
+from service.payments.models import Outcome, PaymentEpisode
+from service.payments.repository import PaymentRepository
+from service.payments.schemas import (
+    EpisodeDetailOut,
+    EpisodeEventOut,
+    EpisodeOut,
+    EpisodePage,
+)
+
+
+def project_payments(
+    session: Session, account: str, customer_id: str, rows: Sequence[Any], now: int
+) -> dict[str, tuple[DunningWindow, ...]]:
+    """Recompute one customer's episodes from its event-store rows; returns, per
+    subscription, the dunning windows for `service.ledger.timeline.project`."""
+    episodes = build_episodes(raw_events(rows), now=now)
+    repo = PaymentRepository(session)
+    repo.sync_episodes(account, customer_id, [_episode_row(customer_id, e) for e in episodes])
+    repo.enqueue_alerts(episode_alerts(account, customer_id, episodes))
+    return dunning_windows(episodes)
+
+
+def _episode_row(customer_id: str, ep: Episode) -> dict[str, Any]:
+    return {
+        "invoice_id": ep.invoice_id,
+        "customer_id": customer_id,
+        "subscription_id": ep.subscription_id,
+        "currency": ep.currency,
+        "amount_due": ep.amount_due,
+        "attempts": ep.attempts,
+        "first_failure_at": ep.first_failure_at,
+        "last_failure_at": ep.last_failure_at,
+        "next_retry_at": ep.next_retry_at,
+        "decline_code": ep.decline_code,
+        "failure_message": ep.failure_message,
+        "billing_reason": ep.billing_reason,
+        "action_required": ep.action_required,
+        "outcome": ep.outcome,
+        "lost_reason": ep.lost_reason,
+        "closed_at": ep.closed_at,
+        "recovered_at": ep.recovered_at,
+        "time_to_recover_s": ep.time_to_recover_s,
+        "recovered_on_attempt": ep.recovered_on_attempt,
+        "event_ids": list(ep.event_ids),
+    }
+
+
+# --- reads ------------------------------------------------------------------------------
+
+
+def _ts(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def episode_out(ep: PaymentEpisode) -> EpisodeOut:
+    return EpisodeOut(
+        account=ep.account,
+        invoice_id=ep.invoice_id,
+        customer_id=ep.customer_id,
+        subscription_id=ep.subscription_id,
+        amount_due=Money.of(ep.amount_due, ep.currency),
+        attempts=ep.attempts,
+        first_failure_at=datetime.fromtimestamp(ep.first_failure_at, UTC),
+        last_failure_at=datetime.fromtimestamp(ep.last_failure_at, UTC),
+        next_retry_at=_ts(ep.next_retry_at),
+        decline_code=ep.decline_code,
+        failure_message=ep.failure_message,
+        billing_reason=ep.billing_reason,
+        action_required=ep.action_required,
+        outcome=ep.outcome,
+        lost_reason=ep.lost_reason,
+        recovered_at=_ts(ep.recovered_at),
+        closed_at=_ts(ep.closed_at),
+        time_to_recover_s=ep.time_to_recover_s,
+        recovered_on_attempt=ep.recovered_on_attempt,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeFilter:
+    account: str = ""
+    outcome: Outcome | None = None
+    customer_id: str | None = None
+    start: date | None = None  # first failure on or after this UTC day
+    end: date | None = None  # ... and before this one
+
+
+def _day_ts(day: date | None) -> int | None:
+    return None if day is None else day_start(day)
+
+
+def encode_cursor(ep: PaymentEpisode) -> str:
+    raw = json.dumps([ep.first_failure_at, ep.invoice_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, invoice_id = json.loads(raw)
+        if isinstance(at, int) and not isinstance(at, bool) and isinstance(invoice_id, str):
+            return at, invoice_id
+    except (binascii.Error, ValueError, TypeError):
+        pass
+    raise ApiError(400, "invalid_request", "invalid `cursor`: pass back a `next_cursor` as is")
+
+
+def _page(
+    session: Session, f: EpisodeFilter, after: tuple[int, str] | None, limit: int
+) -> Sequence[PaymentEpisode]:
+    return PaymentRepository(session).page(
+        f.account,
+        outcome=f.outcome,
+        customer_id=f.customer_id,
+        start_ts=_day_ts(f.start),
+        end_ts=_day_ts(f.end),
+        after=after,
+        limit=limit,
+    )
+
+
+def list_episodes(
+    session: Session, f: EpisodeFilter, cursor: str | None, limit: int
+) -> EpisodePage:
+    after = decode_cursor(cursor) if cursor else None
+    rows = _page(session, f, after, limit + 1)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return EpisodePage(
+        data=[episode_out(r) for r in rows],
+        has_more=has_more,
+        next_cursor=encode_cursor(rows[-1]) if has_more else None,
+    )
+
+
+def all_episodes(
+    session: Session, f: EpisodeFilter, cursor: str | None, batch: int = 1000
+) -> Iterator[EpisodeOut]:
+    """Every matching episode from `cursor` on, in keyset batches (CSV exports)."""
+    after = decode_cursor(cursor) if cursor else None
+    while True:
+        rows = _page(session, f, after, batch)
+        yield from (episode_out(r) for r in rows)
+        if len(rows) < batch:
+            return
+        after = (rows[-1].first_failure_at, rows[-1].invoice_id)
+
+
+def episode_detail(session: Session, account: str, invoice_id: str) -> EpisodeDetailOut | None:
+    repo = PaymentRepository(session)
+    ep = repo.get(account, invoice_id)
+    if ep is None:
+        return None
+    events = repo.events(account, ep.event_ids)
+    return EpisodeDetailOut(
+        **episode_out(ep).model_dump(),
+        event_ids=list(ep.event_ids),
+        events=[
+            EpisodeEventOut(
+                event_id=e.event_id, type=e.type, created=datetime.fromtimestamp(e.created, UTC)
+            )
+            for e in events
+        ],
+    )

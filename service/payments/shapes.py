@@ -1,0 +1,136 @@
+"""Invoices, charges and payment intents of any API version, read defensively.
+
+Shapes seen in the wild (design §2):
+
+* before 2025-03-31: `invoice.subscription`, and the invoice names its `charge` and
+  `payment_intent`; charges and payment intents name their `invoice`;
+* 2025-03-31 (basil) and later: `invoice.parent.subscription_details.subscription`; the
+  links between invoices and payments moved to `invoice.payments` (an includable list,
+  absent from webhooks unless expanded), and charges/payment intents lost `invoice`.
+
+Absent, `null` and expanded-object forms all occur; nothing here raises on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from service.stripe_shapes.fields import (
+    as_mapping,
+    expandable_id,
+    get_bool,
+    get_int,
+    get_str,
+    list_data,
+    lower_currency,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceSnapshot:
+    id: str | None
+    subscription: str | None
+    status: str | None  # draft | open | paid | uncollectible | void
+    paid: bool  # status paid, or the pre-basil `paid` flag
+    amount_due: int | None
+    amount_remaining: int | None
+    currency: str | None
+    attempt_count: int | None
+    next_payment_attempt: int | None
+    billing_reason: str | None
+    charge_ids: tuple[str, ...]
+    payment_intent_ids: tuple[str, ...]
+    paid_at: int | None
+    voided_at: int | None
+    marked_uncollectible_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFailure:
+    """A failed charge or payment intent: where decline codes come from."""
+
+    id: str | None
+    kind: str  # charge | payment_intent
+    invoice: str | None  # only before basil
+    charge: str | None  # the payment intent's charge
+    payment_intent: str | None  # the charge's payment intent
+    amount: int | None
+    currency: str | None
+    decline_code: str | None
+    message: str | None
+
+
+def _subscription_of(obj: Mapping[str, Any]) -> str | None:
+    parent = as_mapping(obj.get("parent"))
+    details = as_mapping(parent.get("subscription_details"))
+    return expandable_id(details.get("subscription")) or expandable_id(obj.get("subscription"))
+
+
+def _payment_links(obj: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    charges = [expandable_id(obj.get("charge"))]
+    intents = [expandable_id(obj.get("payment_intent"))]
+    for invoice_payment in list_data(obj.get("payments")):
+        payment = as_mapping(as_mapping(invoice_payment).get("payment"))
+        charges.append(expandable_id(payment.get("charge")))
+        intents.append(expandable_id(payment.get("payment_intent")))
+    return (
+        tuple(sorted({c for c in charges if c})),
+        tuple(sorted({i for i in intents if i})),
+    )
+
+
+def read_invoice(obj: Mapping[str, Any]) -> InvoiceSnapshot:
+    transitions = as_mapping(obj.get("status_transitions"))
+    status = get_str(obj, "status")
+    charges, intents = _payment_links(obj)
+    return InvoiceSnapshot(
+        id=get_str(obj, "id"),
+        subscription=_subscription_of(obj),
+        status=status,
+        paid=status == "paid" or get_bool(obj, "paid"),
+        amount_due=get_int(obj, "amount_due"),
+        amount_remaining=get_int(obj, "amount_remaining"),
+        currency=lower_currency(obj.get("currency")),
+        attempt_count=get_int(obj, "attempt_count"),
+        next_payment_attempt=get_int(obj, "next_payment_attempt"),
+        billing_reason=get_str(obj, "billing_reason"),
+        charge_ids=charges,
+        payment_intent_ids=intents,
+        paid_at=get_int(transitions, "paid_at"),
+        voided_at=get_int(transitions, "voided_at"),
+        marked_uncollectible_at=get_int(transitions, "marked_uncollectible_at"),
+    )
+
+
+def read_charge_failure(obj: Mapping[str, Any]) -> PaymentFailure:
+    outcome = as_mapping(obj.get("outcome"))
+    # `failure_code` is coarse (card_declined); an issuer's decline reason
+    # (insufficient_funds, ...) is in `outcome.reason`.
+    return PaymentFailure(
+        id=get_str(obj, "id"),
+        kind="charge",
+        invoice=expandable_id(obj.get("invoice")),
+        charge=get_str(obj, "id"),
+        payment_intent=expandable_id(obj.get("payment_intent")),
+        amount=get_int(obj, "amount"),
+        currency=lower_currency(obj.get("currency")),
+        decline_code=get_str(outcome, "reason") or get_str(obj, "failure_code"),
+        message=get_str(obj, "failure_message") or get_str(outcome, "seller_message"),
+    )
+
+
+def read_payment_intent_failure(obj: Mapping[str, Any]) -> PaymentFailure:
+    error = as_mapping(obj.get("last_payment_error"))
+    return PaymentFailure(
+        id=get_str(obj, "id"),
+        kind="payment_intent",
+        invoice=expandable_id(obj.get("invoice")),
+        charge=expandable_id(error.get("charge")) or expandable_id(obj.get("latest_charge")),
+        payment_intent=get_str(obj, "id"),
+        amount=get_int(obj, "amount"),
+        currency=lower_currency(obj.get("currency")),
+        decline_code=get_str(error, "decline_code") or get_str(error, "code"),
+        message=get_str(error, "message"),
+    )

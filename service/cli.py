@@ -178,12 +178,14 @@ def _require_migrated(engine: Engine) -> None:
 
 @app.command()
 def demo(
-    events: Annotated[int, typer.Option(help="Subscriptions to simulate")] = 20,
+    customers: Annotated[int, typer.Option(min=1, help="Simulated customers")] = 100,
+    months: Annotated[int, typer.Option(min=1, help="Simulated months")] = 12,
+    seed: int = 7,
 ) -> None:
-    """Start a real server on a fresh SQLite database and send it signed Stripe events."""
-    from service.demo import run_demo
+    """A simulated Stripe account sends signed webhooks to a real server; see the metrics."""
+    from jobs.demo import run_demo
 
-    run_demo(subscriptions=events, console=Console())
+    run_demo(customers=customers, months=months, seed=seed, console=Console())
 
 
 if __name__ == "__main__":

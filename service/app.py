@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.admin import install_admin
 from service.db import (
     DatabaseNotMigratedError,
     create_db_engine,
@@ -93,5 +94,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(ops_router)
     app.include_router(metrics_router)
     app.include_router(ledger_router)
+    install_admin(app)  # /v1/admin routes and the reconcile drift gauge
     app.include_router(payments_router)
     return app

@@ -10,6 +10,7 @@ from rich.console import Console
 from sqlalchemy import Engine
 
 from jobs.cli import app as jobs_app
+from jobs.sync_cli import backfill_command, reconcile_command
 from service.db import (
     DatabaseNotMigratedError,
     create_db_engine,
@@ -22,6 +23,8 @@ from service.settings import get_settings
 
 app = typer.Typer(help="Revenue-churn ledger for Stripe.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+app.command("backfill")(backfill_command)
+app.command("reconcile")(reconcile_command)
 console = Console(stderr=True)
 
 

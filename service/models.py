@@ -19,6 +19,7 @@ from service.metrics.models import (
     MetricsSegment,
 )
 from service.payments.models import PaymentAlert, PaymentEpisode, PaymentRiskState
+from service.sync.models import ReconcileRun, SyncCursor
 from service.webhooks.models import EventSource, StripeEvent
 
 __all__ = [
@@ -38,7 +39,9 @@ __all__ = [
     "PaymentAlert",
     "PaymentEpisode",
     "PaymentRiskState",
+    "ReconcileRun",
     "StripeEvent",
     "SubscriptionMrrChange",
     "SubscriptionState",
+    "SyncCursor",
 ]

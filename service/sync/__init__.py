@@ -1,0 +1,1 @@
+"""State of the Stripe API import jobs: resumable backfill cursors and reconcile runs."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 
 from service.db import SessionDep
 from service.kit.auth import ApiKeyDep, SettingsDep
 from service.kit.errors import ApiError, ErrorResponse
+from service.kit.params import PRINTABLE, AccountQuery
 from service.ledger import service
 from service.ledger.fx import FxQuote
 from service.ledger.schemas import (
@@ -21,14 +22,7 @@ from service.ledger.schemas import (
 
 router = APIRouter(prefix="/v1", tags=["ledger"], responses={401: {"model": ErrorResponse}})
 
-AccountQuery = Annotated[
-    str,
-    Query(
-        max_length=255,
-        description="Stripe Connect account (acct_...); empty for the platform's own events",
-    ),
-]
-StripeId = Annotated[str, Path(min_length=1, max_length=255)]
+StripeId = Annotated[str, Path(min_length=1, max_length=255, pattern=PRINTABLE)]
 
 
 @router.get(

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Query, Request
 from service.db import SessionDep
 from service.kit.auth import ApiKeyDep, SettingsDep
 from service.kit.errors import ApiError, ErrorResponse
+from service.kit.params import PRINTABLE, AccountQuery, check_day_bounds
 from service.kit.time import now_ts, utc_day
 from service.payments import service
 from service.payments.csvout import CSV_RESPONSE, csv_response, wants_csv
@@ -28,13 +29,6 @@ router = APIRouter(
     prefix="/v1", tags=["failed payments"], responses={401: {"model": ErrorResponse}}
 )
 
-AccountQuery = Annotated[
-    str,
-    Query(
-        max_length=255,
-        description="Stripe Connect account (acct_...); empty for the platform's own events",
-    ),
-]
 FormatQuery = Annotated[
     Literal["json", "csv"] | None,
     Query(alias="format", description="`csv` for BI tools (or send `Accept: text/csv`)"),
@@ -42,6 +36,7 @@ FormatQuery = Annotated[
 
 
 def _check_range(start: date | None, end: date | None) -> None:
+    check_day_bounds(start=start, end=end)
     if start is not None and end is not None and start >= end:
         raise ApiError(400, "invalid_request", "`start` must be before `end` (end is exclusive)")
 
@@ -81,7 +76,7 @@ def list_failed_payments(
     responses={404: {"model": ErrorResponse}},
 )
 def get_failed_payment(
-    invoice_id: Annotated[str, Path(min_length=1, max_length=255)],
+    invoice_id: Annotated[str, Path(min_length=1, max_length=255, pattern=PRINTABLE)],
     session: SessionDep,
     _key: ApiKeyDep,
     account: AccountQuery = "",
@@ -116,6 +111,7 @@ def get_recovery(
     end: Annotated[date | None, Query(description="Day after the last (UTC), exclusive")] = None,
     format_: FormatQuery = None,
 ) -> Any:
+    check_day_bounds(start=start, end=end)
     end = end or utc_day(now_ts()) + timedelta(days=1)
     if start is None:
         start = floor(end - timedelta(days=365), Interval.month)

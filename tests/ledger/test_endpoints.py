@@ -108,3 +108,25 @@ class TestFxRates:
         response = client.put("/v1/fx-rates", headers=AUTH, json={"rates": [rate]})
         assert response.status_code == 422
         assert response.json()["error"]["param"].endswith(param)
+
+
+class TestHostileInput:
+    """Found by the OpenAPI fuzzer: these reached SQL or date arithmetic and gave 500."""
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "/v1/customers/cus_1?account=%00",
+            "/v1/customers/cus%00x",
+            "/v1/subscriptions/sub_1?account=%00",
+            "/v1/failed-payments?account=%00",
+            "/v1/failed-payments/in%00x",
+            "/v1/metrics/recovery?account=%00",
+            "/v1/metrics/recovery?end=0001-01-01",
+            "/v1/failed-payments?start=0001-01-01",
+        ],
+    )
+    def test_is_422_not_500(self, client: TestClient, url: str):
+        response = client.get(url, headers=AUTH)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["type"] == "invalid_request"

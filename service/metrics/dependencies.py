@@ -9,22 +9,15 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Query, Request
 
 from service.kit.auth import SettingsDep
+from service.kit.params import PRINTABLE, AccountQuery
 from service.metrics.periods import PeriodInterval
 from service.metrics.schemas import SegmentBy
 from service.metrics.selection import ChurnOptions, MetricsQuery, invalid
 
-# Printable text only: a NUL byte is valid in a URL but not in a PostgreSQL string.
-TEXT = r"^[^\x00-\x1f\x7f]*$"
+TEXT = PRINTABLE
 _METADATA = re.compile(r"^metadata\[(.+)\]$")
 
-Account = Annotated[
-    str,
-    Query(
-        max_length=255,
-        pattern=TEXT,
-        description="Stripe Connect account (acct_...); empty for the platform's own events",
-    ),
-]
+Account = AccountQuery
 
 METADATA_PARAM: dict[str, Any] = {
     "parameters": [

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import date, timedelta
 from enum import StrEnum
 
+from service.kit.params import MAX_DAY, MIN_DAY
+
 # Far enough for any business, near enough that period arithmetic never leaves `date`.
-MIN_DAY = date(1970, 1, 1)
-MAX_DAY = date(2999, 12, 1)
 MAX_PERIODS = 2000
 
 

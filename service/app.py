@@ -27,6 +27,7 @@ from service.payments.endpoints import router as payments_router
 from service.payments.sender import AlertSender
 from service.settings import Settings, get_settings
 from service.webhooks.endpoints import router as webhooks_router
+from service.webhooks.writer import EventWriter
 
 log = logging.getLogger("churn_ledger.app")
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         finally:
             if alerts is not None:
                 alerts.stop()
+            app.state.event_writer.stop()  # what was acknowledged is committed already
             if worker is not None:
                 app.state.event_stored_hooks.remove(worker.wake)
                 worker.stop()
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.telemetry = telemetry
+    app.state.event_writer = EventWriter(app.state.sessionmaker)
     # Called after a webhook's event is committed (the projector wakes up on it).
     app.state.event_stored_hooks = []
     app.state.projector = None

@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session
 from service.app import create_app
 from service.db import commit, create_db_engine, get_session, upgrade
 from service.settings import Settings
+from service.webhooks.dependencies import get_event_writer
+from service.webhooks.repository import StripeEventRepository
 from tests.signing import WEBHOOK_SECRET
 
 API_KEY = "test_api_key_0123456789"
@@ -137,6 +139,22 @@ def settings(database: Database) -> Settings:
     return make_settings(database.url)
 
 
+class SessionEventWriter:
+    """The receiver's writer inside the test's rolled-back transaction.
+
+    The real writer commits on connections of its own, which would outlive the test;
+    its own tests (tests/webhooks/test_writer.py) run on databases of their own.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def store(self, values: dict[str, object]) -> int | None:
+        row_id = StripeEventRepository(self.session).insert_many_if_new([values])[0]
+        commit(self.session)
+        return row_id
+
+
 @pytest.fixture
 def app(settings: Settings, engine: Engine, db_session: Session) -> FastAPI:
     application = create_app(settings, engine)
@@ -150,6 +168,7 @@ def app(settings: Settings, engine: Engine, db_session: Session) -> FastAPI:
             raise
 
     application.dependency_overrides[get_session] = _session
+    application.dependency_overrides[get_event_writer] = lambda: SessionEventWriter(db_session)
     return application
 
 

@@ -14,7 +14,8 @@ from service.settings import Settings
 _bearer = HTTPBearer(auto_error=False, description="One of the configured API_KEYS.")
 
 
-def get_settings_from_app(request: Request) -> Settings:
+# async: a plain function would cost every request a threadpool hop.
+async def get_settings_from_app(request: Request) -> Settings:
     return request.app.state.settings
 
 

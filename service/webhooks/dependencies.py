@@ -16,6 +16,7 @@ from service.kit.auth import SettingsDep
 from service.kit.deps import TelemetryDep
 from service.webhooks.schemas import EventParseError, StripeEventEnvelope, parse_event
 from service.webhooks.signature import WebhookRejected, verify_stripe_signature
+from service.webhooks.writer import EventWriter
 
 log = logging.getLogger("churn_ledger.webhooks")
 
@@ -79,3 +80,10 @@ async def verified_stripe_event(
 
 
 VerifiedEventDep = Annotated[VerifiedEvent, Depends(verified_stripe_event)]
+
+
+async def get_event_writer(request: Request) -> EventWriter:
+    return request.app.state.event_writer
+
+
+EventWriterDep = Annotated[EventWriter, Depends(get_event_writer)]

@@ -5,17 +5,22 @@ from __future__ import annotations
 import logging
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
-from service.db import SessionDep, after_commit
 from service.kit.deps import TelemetryDep
 from service.kit.errors import ErrorResponse
-from service.webhooks.dependencies import VerifiedEventDep
+from service.webhooks.dependencies import EventWriterDep, VerifiedEventDep
 from service.webhooks.schemas import WebhookAck
-from service.webhooks.service import store_event
+from service.webhooks.service import receive_event
 
 log = logging.getLogger("churn_ledger.webhooks")
 router = APIRouter(tags=["webhooks"])
+
+# The two possible answers, rendered once: this is the hottest route.
+_ACK = {
+    duplicate: WebhookAck(received=True, duplicate=duplicate).model_dump_json().encode()
+    for duplicate in (False, True)
+}
 
 
 @router.post(
@@ -33,31 +38,27 @@ router = APIRouter(tags=["webhooks"])
         503: {"model": ErrorResponse, "description": "Database unavailable; retry"},
     },
 )
-def receive_stripe_webhook(
-    request: Request, event: VerifiedEventDep, session: SessionDep, telemetry: TelemetryDep
-) -> WebhookAck:
+async def receive_stripe_webhook(
+    request: Request, event: VerifiedEventDep, writer: EventWriterDep, telemetry: TelemetryDep
+) -> Response:
     envelope = event.envelope
-    result = store_event(session, event.payload, envelope)
+    # Returns once committed; a database failure raises and becomes a 503.
+    result = await receive_event(writer, event.payload, envelope)
     outcome = "duplicate" if result.duplicate else "stored"
-
-    def report() -> None:
-        # Only after the commit: a 503 must never be logged or counted as stored.
-        telemetry.webhook_events.labels(envelope.type, outcome).inc()
-        log.info(
-            "webhook",
-            extra={
-                "fields": {
-                    "event_id": envelope.id,
-                    "type": envelope.type,
-                    "account": envelope.account,
-                    "outcome": outcome,
-                    "ms": round((time.perf_counter() - event.started) * 1000, 2),
-                }
-            },
-        )
-
-    after_commit(session, report)
+    telemetry.webhook_events.labels(envelope.type, outcome).inc()
+    log.info(
+        "webhook",
+        extra={
+            "fields": {
+                "event_id": envelope.id,
+                "type": envelope.type,
+                "account": envelope.account,
+                "outcome": outcome,
+                "ms": round((time.perf_counter() - event.started) * 1000, 2),
+            }
+        },
+    )
     if not result.duplicate:
         for hook in request.app.state.event_stored_hooks:
-            after_commit(session, hook)
-    return WebhookAck(received=True, duplicate=result.duplicate)
+            hook()
+    return Response(_ACK[result.duplicate], media_type="application/json")

@@ -11,6 +11,7 @@ from service.kit.sql import insert_for
 from service.webhooks.models import StripeEvent
 
 _INSERT_IF_NEW: dict[str, Any] = {}
+_INSERT_MANY_IF_NEW: dict[str, Any] = {}
 
 
 class StripeEventRepository:
@@ -36,6 +37,34 @@ class StripeEventRepository:
             )
             _INSERT_IF_NEW[dialect] = stmt
         return self.session.execute(stmt, values).scalar_one_or_none()
+
+    def insert_many_if_new(self, rows: list[dict[str, Any]]) -> list[int | None]:
+        """`insert_if_new` for a batch, in one statement: the new row id of each row, or
+        None where (account, event_id) existed already, or earlier in the same batch."""
+        dialect = self.session.get_bind().dialect.name
+        stmt = _INSERT_MANY_IF_NEW.get(dialect)
+        if stmt is None:
+            table = StripeEvent.__table__
+            stmt = (
+                insert_for(self.session, table)
+                .on_conflict_do_nothing(index_elements=["account", "event_id"])
+                .returning(table.c.id, table.c.account, table.c.event_id)
+            )
+            _INSERT_MANY_IF_NEW[dialect] = stmt
+        first: dict[tuple[str, str], int] = {}
+        for i, row in enumerate(rows):
+            first.setdefault((row["account"], row["event_id"]), i)
+        unique = [rows[i] for i in first.values()]
+        # RETURNING leaves out the conflicting rows, and its order is not the input's:
+        # rows are matched back by their key.
+        inserted = {
+            (account, event_id): row_id
+            for row_id, account, event_id in self.session.execute(stmt, unique)
+        }
+        return [
+            inserted.get(key) if first[key] == i else None
+            for i, key in enumerate((row["account"], row["event_id"]) for row in rows)
+        ]
 
     def get(self, account: str, event_id: str) -> StripeEvent | None:
         return self.session.scalars(

@@ -4,18 +4,44 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from service.webhooks.models import EventSource
 from service.webhooks.repository import StripeEventRepository
 from service.webhooks.schemas import StripeEventEnvelope
+from service.webhooks.writer import EventWriter
 
 
 @dataclass(frozen=True, slots=True)
 class StoreResult:
     row_id: int | None
     duplicate: bool
+
+
+def event_row(
+    payload: bytes,
+    envelope: StripeEventEnvelope,
+    *,
+    source: EventSource = EventSource.webhook,
+    received_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The stored row of an event: its body as received, and what routes it."""
+    return {
+        "account": envelope.account or "",
+        "event_id": envelope.id,
+        "type": envelope.type,
+        "api_version": envelope.api_version,
+        "livemode": envelope.livemode,
+        "created": envelope.created,
+        "object_type": envelope.object_type,
+        "object_id": envelope.object_id,
+        "customer_id": envelope.customer_id,
+        "source": source,
+        "body": payload,
+        "received_at": received_at or datetime.now(UTC),
+    }
 
 
 def store_event(
@@ -27,20 +53,14 @@ def store_event(
     received_at: datetime | None = None,
 ) -> StoreResult:
     """Add the event to the store (flush only: the caller's edge commits)."""
-    row_id = StripeEventRepository(session).insert_if_new(
-        {
-            "account": envelope.account or "",
-            "event_id": envelope.id,
-            "type": envelope.type,
-            "api_version": envelope.api_version,
-            "livemode": envelope.livemode,
-            "created": envelope.created,
-            "object_type": envelope.object_type,
-            "object_id": envelope.object_id,
-            "customer_id": envelope.customer_id,
-            "source": source,
-            "body": payload,
-            "received_at": received_at or datetime.now(UTC),
-        }
-    )
+    row = event_row(payload, envelope, source=source, received_at=received_at)
+    row_id = StripeEventRepository(session).insert_if_new(row)
+    return StoreResult(row_id=row_id, duplicate=row_id is None)
+
+
+async def receive_event(
+    writer: EventWriter, payload: bytes, envelope: StripeEventEnvelope
+) -> StoreResult:
+    """Store a webhook's event; returns once it is committed (the writer's edge)."""
+    row_id = await writer.store(event_row(payload, envelope))
     return StoreResult(row_id=row_id, duplicate=row_id is None)

@@ -1,0 +1,132 @@
+"""Group commit for the receiver: one writer thread, one transaction per batch.
+
+Stripe delivers concurrently; committing each webhook in its own transaction spends the
+request on a commit and, on SQLite, on pooled writers waiting for each other's lock. The
+writer queues the rows of concurrent requests, inserts whatever is waiting in one
+transaction and commits once; each request is answered only after the commit that holds
+its row (design §1: a 2xx means durably stored). This thread is the receiver's edge:
+it commits or rolls back, as the session dependency does for every other route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.kit.errors import UNAVAILABLE_ERRORS
+from service.webhooks.repository import StripeEventRepository
+
+log = logging.getLogger("churn_ledger.webhooks")
+
+
+@dataclass(slots=True)
+class _Job:
+    values: dict[str, Any]
+    future: asyncio.Future[int | None]
+    loop: asyncio.AbstractEventLoop
+
+
+class EventWriter:
+    def __init__(self, session_factory: sessionmaker[Session], *, max_batch: int = 256) -> None:
+        self._factory = session_factory
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    async def store(self, values: dict[str, Any]) -> int | None:
+        """Insert unless (account, event_id) exists, committed: new row id or None."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int | None] = loop.create_future()
+        self._ensure_started()
+        self._queue.put(_Job(values, future, loop))
+        # Shielded: a client hanging up must not leave the row's fate unknown to us;
+        # the commit goes on, and Stripe's retry then finds a duplicate.
+        return await asyncio.shield(future)
+
+    def _ensure_started(self) -> None:
+        # Started on first use rather than in the lifespan, so apps driven without one
+        # (scripts, some tests) still store events.
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        """Write what is queued, then end the thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            batch = [job]
+            stopping = False
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            self._write(batch)
+            if stopping:
+                return
+
+    def _write(self, batch: list[_Job]) -> None:
+        try:
+            with self._factory() as session:
+                ids = StripeEventRepository(session).insert_many_if_new(
+                    [job.values for job in batch]
+                )
+                session.commit()
+        except UNAVAILABLE_ERRORS as exc:
+            # The database itself is away: every row would fail alike, so the whole
+            # batch answers 503 at once rather than each row timing out in turn.
+            _resolve(batch, None, exc)
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("event not stored")
+                _resolve(batch, None, exc)
+                return
+            # One bad row must not cost the others their commit: write them one by one.
+            for job in batch:
+                self._write([job])
+        else:
+            _resolve(batch, ids, None)
+
+
+def _resolve(batch: list[_Job], ids: list[int | None] | None, exc: BaseException | None) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, int | None]]] = {}
+    for i, job in enumerate(batch):
+        by_loop.setdefault(job.loop, []).append((job, None if ids is None else ids[i]))
+    for loop, jobs in by_loop.items():
+        # One wake-up of each event loop per batch, not one per row.
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_settle, jobs, exc)
+
+
+def _settle(jobs: list[tuple[_Job, int | None]], exc: BaseException | None) -> None:
+    for job, row_id in jobs:
+        if job.future.done():
+            continue
+        if exc is not None:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(row_id)

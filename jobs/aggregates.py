@@ -108,10 +108,11 @@ def compute(ledger: pd.DataFrame, states: pd.DataFrame, through: date) -> Tables
     ledger = ledger.assign(segment=ledger["customer_id"].map(segment_of))
     days = customer_days(ledger)
     flips = days[days["flip"] != ""]
+    daily = daily_flows(ledger, flips)
     return Tables(
         segments=segments,
-        daily=daily_flows(ledger, flips),
-        periods=pd.concat([period_turnover(flips, i) for i in PERIOD_INTERVALS]),
+        daily=daily,
+        periods=pd.concat([period_table(daily, flips, i, through) for i in PERIOD_INTERVALS]),
         churn=churn_reasons(ledger),
         cohorts=cohorts(ledger, days, flips, through),
     )
@@ -209,6 +210,68 @@ def period_floor(days: pd.Series, interval: str) -> pd.Series:
     return days.dt.to_period(code).dt.start_time
 
 
+def period_table(
+    daily: pd.DataFrame, flips: pd.DataFrame, interval: str, through: date
+) -> pd.DataFrame:
+    """One `metrics_periods` row per segment and period from the segment's first to
+    `through`'s: the daily flows summed, customer-days at risk, and turnover."""
+    columns = ["segment", "interval", "period_start", "customers_lost", "customers_gained",
+               *FLOW_COLUMNS, "customer_days"]  # fmt: skip
+    if daily.empty:
+        return pd.DataFrame(columns=columns)
+    horizon = pd.Timestamp(through) + pd.Timedelta(days=1)
+    frame = daily.assign(period_start=period_floor(daily["day"], interval))
+    # Customer-days, from the flips alone (design §5): a period's customers at its start
+    # count for each of its days up to `through`, and a day's net change counts from the
+    # next day to the period's end.
+    net = frame["new_customers"] + frame["reactivated_customers"] - frame["churned_customers"]
+    period_end = period_shift(frame["period_start"], interval)
+    frame["after"] = net * _day_count(frame["day"] + pd.Timedelta(days=1), period_end, horizon)
+    frame["net"] = net
+    sums = frame.groupby(["segment", "period_start"])[[*FLOW_COLUMNS, "net", "after"]].sum()
+
+    # Dense from each segment's first period, so that the running customer count carries
+    # through periods without ledger rows.
+    firsts = sums.reset_index().groupby("segment")["period_start"].min()
+    last = period_floor(pd.Series([pd.Timestamp(through)]), interval).iloc[0]
+    starts = period_range(firsts.min(), last, interval)
+    grid = pd.MultiIndex.from_product([firsts.index, starts], names=["segment", "period_start"])
+    out = sums.reindex(grid, fill_value=0).reset_index()
+    out = out[out["period_start"] >= out["segment"].map(firsts)]
+    opening = out.groupby("segment")["net"].cumsum() - out["net"]
+    length = _day_count(out["period_start"], period_shift(out["period_start"], interval), horizon)
+    out["customer_days"] = opening * length + out["after"]
+
+    turnover = period_turnover(flips, interval)
+    out = out.merge(turnover, on=["segment", "period_start"], how="left")
+    out[["customers_lost", "customers_gained"]] = (
+        out[["customers_lost", "customers_gained"]].fillna(0).astype("int64")
+    )
+    out["interval"] = interval
+    values = [*FLOW_COLUMNS, "customer_days", "customers_lost", "customers_gained"]
+    out = out[(out[values] != 0).any(axis=1)]
+    return out[columns].reset_index(drop=True)
+
+
+def _day_count(first: pd.Series, end: pd.Series, horizon: pd.Timestamp) -> pd.Series:
+    """Days in [first, min(end, horizon)), never negative."""
+    return (end.clip(upper=horizon) - first).dt.days.clip(lower=0).astype("int64")
+
+
+def period_shift(starts: pd.Series, interval: str) -> pd.Series:
+    """The next period's start."""
+    if interval == "week":
+        return starts + pd.Timedelta(days=7)
+    months = {"month": 1, "quarter": 3, "year": 12}[interval]
+    return starts + pd.DateOffset(months=months)
+
+
+def period_range(first: pd.Timestamp, last: pd.Timestamp, interval: str) -> pd.DatetimeIndex:
+    """Every period start from `first` to `last`, both period starts."""
+    freq = {"week": "7D", "month": "MS", "quarter": "QS", "year": "YS"}[interval]
+    return pd.date_range(first, last, freq=freq)
+
+
 def period_turnover(flips: pd.DataFrame, interval: str) -> pd.DataFrame:
     """Per calendar period: customers active at its start and not at its end (their first
     and last flip in it are churns), and the reverse (both are activations)."""
@@ -219,8 +282,7 @@ def period_turnover(flips: pd.DataFrame, interval: str) -> pd.DataFrame:
     ends["customers_lost"] = (ends["first"] & ends["last"]).astype(int)
     ends["customers_gained"] = (~ends["first"] & ~ends["last"]).astype(int)
     out = ends.groupby(["segment", "period_start"])[["customers_lost", "customers_gained"]].sum()
-    out = out[(out["customers_lost"] > 0) | (out["customers_gained"] > 0)].reset_index()
-    return out.assign(interval=interval)
+    return out[(out["customers_lost"] > 0) | (out["customers_gained"] > 0)].reset_index()
 
 
 def churn_reasons(ledger: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Date, DateTime, Integer, String
+from sqlalchemy import JSON, BigInteger, Date, DateTime, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, BigIntPK
@@ -51,6 +51,9 @@ class MetricsDaily(Base):
     """
 
     __tablename__ = "metrics_daily"
+    # Day-interval reads span every segment of a short date range; the primary key leads
+    # with the segment, so without this they would read the account's whole history.
+    __table_args__ = (Index("ix_metrics_daily_day", "account", "reporting_currency", "day"),)
 
     account: Mapped[str] = mapped_column(String(255), primary_key=True)
     reporting_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
@@ -70,11 +73,27 @@ class MetricsDaily(Base):
 
 
 class MetricsPeriod(Base):
-    """Per segment and calendar period: customers active at start and not at end, and the
-    reverse. Not derivable from daily counts (a customer can churn and come back within a
-    period), so the job computes them per customer."""
+    """Per segment and calendar period (week, month, quarter, year): the period's flows
+    (sums of `MetricsDaily`), its customer-days at risk, and customers active at start and
+    not at end, and the reverse.
+
+    The API answers week-to-year queries from these alone: a few rows per segment and
+    period instead of one per day. Turnover is not derivable from daily counts (a customer
+    can churn and come back within a period), so the job computes it per customer. Rows
+    run from a segment's first period to the refresh's `through`, all-zero ones left out.
+    """
 
     __tablename__ = "metrics_periods"
+    __table_args__ = (
+        # Reads select one interval and a range of periods across segments.
+        Index(
+            "ix_metrics_periods_interval",
+            "account",
+            "reporting_currency",
+            "interval",
+            "period_start",
+        ),
+    )
 
     account: Mapped[str] = mapped_column(String(255), primary_key=True)
     reporting_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
@@ -83,6 +102,19 @@ class MetricsPeriod(Base):
     period_start: Mapped[date] = mapped_column(Date, primary_key=True)
     customers_lost: Mapped[int] = _count()
     customers_gained: Mapped[int] = _count()
+    new_mrr: Mapped[int] = _amount()
+    expansion_mrr: Mapped[int] = _amount()
+    contraction_mrr: Mapped[int] = _amount()
+    churned_mrr: Mapped[int] = _amount()
+    reactivation_mrr: Mapped[int] = _amount()
+    new_customers: Mapped[int] = _count()
+    reactivated_customers: Mapped[int] = _count()
+    churned_customers: Mapped[int] = _count()
+    expansions: Mapped[int] = _count()
+    contractions: Mapped[int] = _count()
+    unconverted_movements: Mapped[int] = _count()
+    # For each day of the period up to `through`: customers with MRR > 0 at its start.
+    customer_days: Mapped[int] = _amount()
 
 
 class MetricsChurnDaily(Base):

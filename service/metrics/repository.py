@@ -8,7 +8,20 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from sqlalchemy import Date, Row, case, cast, delete, func, insert, literal, null, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    Row,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    tuple_,
+)
 from sqlalchemy import String as SAString
 from sqlalchemy.orm import Session
 
@@ -32,6 +45,8 @@ DAILY_SUMS = (
     "new_customers", "reactivated_customers", "churned_customers", "expansions",
     "contractions", "unconverted_movements",
 )  # fmt: skip
+# Per-period values beside the daily flows in `metrics_periods`.
+PERIOD_SUMS = ("customer_days", "customers_lost", "customers_gained")
 TABLES = (MetricsSegment, MetricsDaily, MetricsPeriod, MetricsChurnDaily, MetricsCohort)
 
 
@@ -65,6 +80,15 @@ class MetricsRepository:
             clauses.append(table.segment.in_(segments))
         return clauses
 
+    @staticmethod
+    def _label(t: Any, labels: dict[str, str | None] | None) -> Any:
+        """`labels` maps segments to their `segment_by` value; without it everything is one
+        label (NULL)."""
+        if labels is None:
+            return cast(null(), SAString)
+        whens = [(t.segment == k, literal(v, SAString)) for k, v in labels.items()]
+        return case(*whens, else_=None) if whens else cast(null(), SAString)
+
     def daily(
         self,
         account: str,
@@ -75,20 +99,16 @@ class MetricsRepository:
         labels: dict[str, str | None] | None = None,
     ) -> Sequence[Row[Any]]:
         """Flows per (label, day) in [start, end), plus one row per label (day NULL) with the
-        sums of every earlier day: the opening balance. `labels` maps segments to their
-        `segment_by` value; without it everything is one label (NULL)."""
+        sums of every earlier day: the opening balance."""
         t = MetricsDaily
-        if labels is None:
-            label: Any = cast(null(), SAString)
-        else:
-            whens = [(t.segment == k, literal(v, SAString)) for k, v in labels.items()]
-            label = case(*whens, else_=None) if whens else cast(null(), SAString)
         base = (
-            select(label.label("label"), t.day, *(getattr(t, c) for c in DAILY_SUMS))
+            select(
+                self._label(t, labels).label("label"), t.day, *(getattr(t, c) for c in DAILY_SUMS)
+            )
             .where(*self._where(t, account, currency, segments), t.day < end)
             .subquery()
         )
-        sums = [func.sum(getattr(base.c, c)).label(c) for c in DAILY_SUMS]
+        sums = [_sum(getattr(base.c, c)).label(c) for c in DAILY_SUMS]
         opening = select(base.c.label, cast(null(), Date).label("day"), *sums).where(
             base.c.day < start
         )
@@ -97,7 +117,7 @@ class MetricsRepository:
             opening.group_by(base.c.label).union_all(period.group_by(base.c.label, base.c.day))
         ).all()
 
-    def turnover(
+    def periods(
         self,
         account: str,
         currency: str,
@@ -105,14 +125,37 @@ class MetricsRepository:
         interval: str,
         start: date,
         end: date,
+        labels: dict[str, str | None] | None = None,
     ) -> Sequence[Row[Any]]:
+        """Like `daily`, from `metrics_periods` (one row per segment and period rather than
+        per day): rows (label, period_start, *DAILY_SUMS, *PERIOD_SUMS) per period starting
+        in [start, end), and per label one opening row (period_start NULL) summing every
+        earlier period. `start` must be a period start of `interval`."""
         t = MetricsPeriod
-        return self.session.execute(
-            select(t.segment, t.period_start, t.customers_lost, t.customers_gained).where(
+        columns = (*DAILY_SUMS, *PERIOD_SUMS)
+        base = (
+            select(
+                self._label(t, labels).label("label"),
+                t.period_start,
+                *(getattr(t, c) for c in columns),
+            )
+            .where(
                 *self._where(t, account, currency, segments),
                 t.interval == interval,
-                t.period_start >= start,
                 t.period_start < end,
+            )
+            .subquery()
+        )
+        sums = [_sum(getattr(base.c, c)).label(c) for c in columns]
+        opening = select(base.c.label, cast(null(), Date).label("period_start"), *sums).where(
+            base.c.period_start < start
+        )
+        period = select(base.c.label, base.c.period_start, *sums).where(
+            base.c.period_start >= start
+        )
+        return self.session.execute(
+            opening.group_by(base.c.label).union_all(
+                period.group_by(base.c.label, base.c.period_start)
             )
         ).all()
 
@@ -253,6 +296,11 @@ class MetricsStore(MetricsRepository):
         refresh.through = through
         refresh.ledger_rows = rows
         self.session.add(refresh)
+
+
+def _sum(column: Any) -> Any:
+    # PostgreSQL sums bigints as numeric: cast back so that rows carry ints, not Decimals.
+    return cast(func.sum(column), BigInteger)
 
 
 def _records(frame: pd.DataFrame, extra: dict[str, Any]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from service.metrics import periods as P
 from service.metrics.models import MetricsSegment
 from service.metrics.repository import MetricsRepository
 from service.metrics.schemas import SegmentBy
-from service.metrics.series import PeriodValues, walk
+from service.metrics.series import PeriodValues, chain, walk
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Selection:
     def __init__(self, session: Session, q: MetricsQuery, interval: P.PeriodInterval) -> None:
         self.repo = MetricsRepository(session)
         self.q = q
+        self.interval = interval
         self.currency = self._currency()
         try:
             self.periods = P.periods(q.start, q.end, interval, q.today)
@@ -93,12 +94,22 @@ class Selection:
         return self.periods[0][0], self.periods[-1][1]
 
     def values(self) -> tuple[list[PeriodValues], int]:
+        """Values per period and label, customer turnover included."""
         start, end = self.bounds
-        # Segments are mapped to labels in SQL: one row per label and day comes back.
+        # Segments are mapped to labels in SQL: one row per label and day (or period).
         labels = self._label if self.q.segment_by else None
-        rows = self.repo.daily(self.q.account, self.currency, self.segment_keys, start, end, labels)
+        args = (self.q.account, self.currency, self.segment_keys)
+        if self.interval is not P.PeriodInterval.day:
+            rows = self.repo.periods(*args, self.interval.value, start, end, labels)
+            return chain(rows, self.labels, self.periods)
+        rows = self.repo.daily(*args, start, end, labels)
         through = self.refresh.through if self.refresh else None
-        return walk(rows, self.labels, self.periods, through)
+        values, unconverted = walk(rows, self.labels, self.periods, through)
+        # At most one customer-level flip per customer and day: daily counts are exact.
+        for p in values:
+            p.customers_lost = p.flows["churned_customers"]
+            p.customers_gained = p.flows["new_customers"] + p.flows["reactivated_customers"]
+        return values, unconverted
 
     def money(self, amount: int) -> Money:
         return Money.of(amount, self.currency)

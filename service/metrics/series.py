@@ -1,4 +1,5 @@
-"""Period values from the precomputed daily flows: one pass over the days, per segment.
+"""Period values from the precomputed flows: per day (`walk`, one pass over the days per
+segment) or per period (`chain`), per segment.
 
 MRR and customers at a boundary are the opening balance plus every flow before it, so
 `mrr_end = mrr_start + movements` holds by construction and periods chain exactly.
@@ -40,8 +41,8 @@ def _net_customers(flows: dict[str, int]) -> int:
 
 
 def _add(into: dict[str, int], row: Any) -> None:
-    # Positional: rows are (label, day, *DAILY_SUMS). PostgreSQL sums bigints as numeric.
-    for name, value in zip(DAILY_SUMS, row[2:], strict=True):
+    # Positional: rows are (label, day or period, *DAILY_SUMS, ...).
+    for name, value in zip(DAILY_SUMS, row[2 : 2 + len(DAILY_SUMS)], strict=True):
         if value:
             into[name] += int(value)
 
@@ -94,6 +95,43 @@ def walk(
         out[label] = values
     ordered_values = [out[label][i] for i in range(len(periods)) for label in labels]
     return ordered_values, unconverted
+
+
+def chain(
+    rows: Sequence[Any], labels: Sequence[Label], periods: Sequence[tuple[date, date]]
+) -> tuple[list[PeriodValues], int]:
+    """What `walk` gives, from MetricsRepository.periods: the job summed the flows and
+    counted customer-days and turnover per period already, so only the balances at the
+    boundaries are left to chain. Every period must be one of the table's interval."""
+    opening: dict[Label, dict[str, int]] = defaultdict(lambda: dict.fromkeys(DAILY_SUMS, 0))
+    found: dict[tuple[Label, date], Any] = {}
+    for row in rows:
+        if row.period_start is None:
+            _add(opening[row.label], row)
+        else:
+            found[(row.label, row.period_start)] = row
+    out: dict[Label, list[PeriodValues]] = {}
+    unconverted = 0
+    for label in labels:
+        mrr = sum(opening[label][f] for f in MRR_FLOWS)
+        customers = _net_customers(opening[label])
+        unconverted += opening[label]["unconverted_movements"]
+        values = []
+        for start, end in periods:
+            p = PeriodValues(start, end, label, mrr_start=mrr, customers_start=customers)
+            row = found.get((label, start))
+            if row is not None:
+                _add(p.flows, row)
+                p.customer_days = int(row.customer_days or 0)
+                p.customers_lost = int(row.customers_lost or 0)
+                p.customers_gained = int(row.customers_gained or 0)
+                mrr += sum(p.flows[f] for f in MRR_FLOWS)
+                customers += _net_customers(p.flows)
+            p.mrr_end, p.customers_end = mrr, customers
+            unconverted += p.flows["unconverted_movements"]
+            values.append(p)
+        out[label] = values
+    return [out[label][i] for i in range(len(periods)) for label in labels], unconverted
 
 
 def _days(first: date, end: date, horizon: date) -> int:

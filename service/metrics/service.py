@@ -92,33 +92,11 @@ def movements(session: Session, q: MetricsQuery) -> MovementsAnswer:
     return MovementsAnswer(**sel.header(unconverted), interval=q.interval, data=rows)
 
 
-def _turnover(sel: Selection, values: list[PeriodValues], interval: P.PeriodInterval) -> None:
-    """Customers lost and gained per period: per-customer facts the job precomputed."""
-    if interval is P.PeriodInterval.day:
-        # One customer-level flip per customer and day at most: the daily counts are exact.
-        for p in values:
-            p.customers_lost = p.flows["churned_customers"]
-            p.customers_gained = p.flows["new_customers"] + p.flows["reactivated_customers"]
-        return
-    start, end = sel.bounds
-    found: dict[tuple[date, str | None], list[int]] = defaultdict(lambda: [0, 0])
-    for row in sel.repo.turnover(
-        sel.q.account, sel.currency, sel.segment_keys, interval.value, start, end
-    ):
-        if sel.includes(row.segment):
-            pair = found[(row.period_start, sel.label(row.segment))]
-            pair[0] += row.customers_lost
-            pair[1] += row.customers_gained
-    for p in values:
-        p.customers_lost, p.customers_gained = found.get((p.start, p.segment), (0, 0))
-
-
 def churn(session: Session, q: MetricsQuery, options: ChurnOptions) -> ChurnAnswer:
     if options.good_below > options.high_above:
         raise invalid("churn_high_above", "must not be below churn_good_below")
     sel = Selection(session, q, q.interval)
     values, unconverted = sel.values()
-    _turnover(sel, values, q.interval)
     rows = [_churn_row(sel, p, options) for p in values]
     return ChurnAnswer(
         **sel.header(unconverted),

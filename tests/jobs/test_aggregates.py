@@ -125,3 +125,42 @@ def test_jobs_run_command(fresh_database: Database, monkeypatch: pytest.MonkeyPa
     with Session(fresh_database.engine) as session:
         refreshed = session.get(MetricsRefresh, "")
         assert refreshed is not None and refreshed.through == date(2025, 4, 30)
+
+
+class TestPeriodTable:
+    """metrics_periods: each period's flows, customer-days and turnover per segment."""
+
+    @staticmethod
+    def rows(session: Session, interval: str) -> list[MetricsPeriod]:
+        stmt = select(MetricsPeriod).where(MetricsPeriod.interval == interval)
+        return list(session.scalars(stmt.order_by(MetricsPeriod.period_start)))
+
+    def test_flows_are_the_days_summed(self, db_session: Session):
+        seed_scenario(db_session)
+        refresh(db_session, today=TODAY)
+        days = db_session.scalars(select(MetricsDaily)).all()
+        for interval in ("week", "month", "quarter", "year"):
+            periods = self.rows(db_session, interval)
+            for column in ("new_mrr", "churned_mrr", "new_customers", "expansions"):
+                total = sum(getattr(r, column) for r in periods)
+                assert total == sum(getattr(r, column) for r in days), (interval, column)
+
+    def test_customer_days_carry_through_periods_without_rows(self, db_session: Session):
+        # "one" is at risk from the start of 11 January (MRR > 0 after the 10th) on,
+        # "two" from 2 to 11 February; nothing happens in March. `through` is 15 April.
+        add_series(db_session, "one", [Step(d(1, 10), 1000)])
+        add_series(db_session, "two", [Step(d(2, 1), 1000), Step(d(2, 11), 0)])
+        refresh(db_session, today=d(4, 15))
+        months = {r.period_start: r for r in self.rows(db_session, "month")}
+        assert sorted(months) == [d(1, 1), d(2, 1), d(3, 1), d(4, 1)]
+        assert [months[m].customer_days for m in sorted(months)] == [21, 28 + 10, 31, 15]
+        assert (months[d(3, 1)].new_mrr, months[d(3, 1)].customers_lost) == (0, 0)
+        [year] = self.rows(db_session, "year")
+        assert year.customer_days == 21 + 28 + 10 + 31 + 15
+
+    def test_no_rows_for_segments_without_customers_or_flows(self, db_session: Session):
+        add_series(db_session, "gone", [Step(d(1, 10), 1000), Step(d(1, 20), 0)])
+        refresh(db_session, today=d(4, 30))
+        months = self.rows(db_session, "month")
+        assert [(r.period_start, r.customer_days) for r in months] == [(d(1, 1), 10)]
+        assert (months[0].customers_gained, months[0].customers_lost) == (0, 0)

@@ -1,5 +1,5 @@
 """Properties over generated ledgers: the movement identity in every period, and customer
-turnover checked against a brute-force count per customer."""
+turnover and customer-days checked against a brute-force count per customer and day."""
 
 from __future__ import annotations
 
@@ -55,9 +55,14 @@ def _active(history: dict[str, list[list[Step]]], customer: str, boundary: date)
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(ledger=ledgers, interval=st.sampled_from(["day", "week", "month", "quarter", "year"]))
+@given(
+    ledger=ledgers,
+    interval=st.sampled_from(["day", "week", "month", "quarter", "year"]),
+    # Before the query's end too: exposure stops at the refresh's `through`.
+    today=st.dates(date(2025, 2, 1), date(2025, 8, 31)),
+)
 def test_identity_and_turnover(
-    client: TestClient, db_session: Session, ledger: list, interval: str
+    client: TestClient, db_session: Session, ledger: list, interval: str, today: date
 ):
     account = f"acct_prop_{next(_accounts)}"  # a fresh account per example: no cleanup
     history: dict[str, list[list[Step]]] = {}
@@ -72,7 +77,9 @@ def test_identity_and_turnover(
                 if rate is not None:
                     converted += 1
     db_session.flush()
-    refresh(db_session, accounts=[account], today=date(2025, 7, 31))
+    refresh(db_session, accounts=[account], today=today)
+    last_day = max((s.day for h in history.values() for x in h for s in x), default=today)
+    through = max(today, last_day)
 
     params = {"account": account, "start": "2025-01-01", "end": "2025-08-01",
               "interval": interval}  # fmt: skip
@@ -93,3 +100,12 @@ def test_identity_and_turnover(
         assert c["customers_lost"] == len(at_start - at_end)
         assert c["customers_gained"] == len(at_end - at_start)
         assert c["mrr_start"] == row["mrr_start"]
+        exposure = sum(
+            len({k for k in history if _active(history, k, day)})
+            for day in _days(start, min(end, through + timedelta(days=1)))
+        )
+        assert c["customer_days"] == exposure
+
+
+def _days(first: date, end: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((end - first).days)]

@@ -55,7 +55,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             log.warning("database unreachable at startup: %s", type(exc).__name__)
         worker = None
         if settings.projector_enabled:
-            worker = ProjectorWorker(app.state.sessionmaker, settings.ledger_options())
+            worker = ProjectorWorker(
+                app.state.sessionmaker,
+                settings.ledger_options(),
+                # SQLite has one write lock, held for a whole batch: small batches keep
+                # the receiver's commits from queueing behind the projector.
+                batch=10 if engine.dialect.name == "sqlite" else 200,
+            )
             app.state.event_stored_hooks.append(worker.wake)
             worker.start()
             worker.wake()  # drain whatever a previous run left unhandled
@@ -86,7 +92,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.telemetry = telemetry
-    app.state.event_writer = EventWriter(app.state.sessionmaker)
+    app.state.event_writer = EventWriter.for_engine(app.state.sessionmaker, engine.dialect.name)
     # Called after a webhook's event is committed (the projector wakes up on it).
     app.state.event_stored_hooks = []
     app.state.projector = None

@@ -46,18 +46,19 @@ async def receive_stripe_webhook(
     result = await receive_event(writer, event.payload, envelope)
     outcome = "duplicate" if result.duplicate else "stored"
     telemetry.webhook_events.labels(envelope.type, outcome).inc()
-    log.info(
-        "webhook",
-        extra={
-            "fields": {
-                "event_id": envelope.id,
-                "type": envelope.type,
-                "account": envelope.account,
-                "outcome": outcome,
-                "ms": round((time.perf_counter() - event.started) * 1000, 2),
-            }
-        },
-    )
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "webhook",
+            extra={
+                "fields": {
+                    "event_id": envelope.id,
+                    "type": envelope.type,
+                    "account": envelope.account,
+                    "outcome": outcome,
+                    "ms": round((time.perf_counter() - event.started) * 1000, 2),
+                }
+            },
+        )
     if not result.duplicate:
         for hook in request.app.state.event_stored_hooks:
             hook()

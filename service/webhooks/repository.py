@@ -54,7 +54,9 @@ class StripeEventRepository:
         first: dict[tuple[str, str], int] = {}
         for i, row in enumerate(rows):
             first.setdefault((row["account"], row["event_id"]), i)
-        unique = [rows[i] for i in first.values()]
+        # In key order: two writers inserting overlapping batches then wait on each
+        # other's unique-index entries in the same order, never in a deadlock.
+        unique = [rows[first[key]] for key in sorted(first)]
         # RETURNING leaves out the conflicting rows, and its order is not the input's:
         # rows are matched back by their key.
         inserted = {

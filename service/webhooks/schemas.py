@@ -7,10 +7,22 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
+class EventObject(BaseModel):
+    """The routing fields of `data.object`. Everything else is skipped while parsing:
+    the store keeps the raw body, and building the whole object would cost the hot path
+    more than the rest of the request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: Any = None
+    object: Any = None
+    customer: Any = None
+
+
 class EventData(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    object: dict[str, Any]
+    object: EventObject
 
 
 class StripeEventEnvelope(BaseModel):
@@ -30,20 +42,20 @@ class StripeEventEnvelope(BaseModel):
 
     @property
     def object_id(self) -> str | None:
-        value = self.data.object.get("id")
+        value = self.data.object.id
         return value if isinstance(value, str) else None
 
     @property
     def object_type(self) -> str | None:
-        value = self.data.object.get("object")
+        value = self.data.object.object
         return value if isinstance(value, str) else None
 
     @property
     def customer_id(self) -> str | None:
         obj = self.data.object
-        if obj.get("object") == "customer":
+        if obj.object == "customer":
             return self.object_id
-        customer = obj.get("customer")
+        customer = obj.customer
         # Webhooks carry ids; backfilled objects may carry the expanded customer.
         if isinstance(customer, dict):
             customer = customer.get("id")

@@ -34,12 +34,21 @@ class _Job:
 
 
 class EventWriter:
-    def __init__(self, session_factory: sessionmaker[Session], *, max_batch: int = 256) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], *, threads: int = 1, max_batch: int = 256
+    ) -> None:
         self._factory = session_factory
+        self._threads_wanted = threads
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_engine(cls, session_factory: sessionmaker[Session], dialect: str) -> EventWriter:
+        # SQLite has one write lock: a second writer would only wait for it. PostgreSQL
+        # takes the next batch's rows while the previous batch's commit is being flushed.
+        return cls(session_factory, threads=1 if dialect == "sqlite" else 2)
 
     async def store(self, values: dict[str, Any]) -> int | None:
         """Insert unless (account, event_id) exists, committed: new row id or None."""
@@ -47,26 +56,31 @@ class EventWriter:
         future: asyncio.Future[int | None] = loop.create_future()
         self._ensure_started()
         self._queue.put(_Job(values, future, loop))
-        # Shielded: a client hanging up must not leave the row's fate unknown to us;
-        # the commit goes on, and Stripe's retry then finds a duplicate.
-        return await asyncio.shield(future)
+        # A client hanging up cancels only this future: the row is still written (and
+        # Stripe's retry then finds a duplicate).
+        return await future
 
     def _ensure_started(self) -> None:
         # Started on first use rather than in the lifespan, so apps driven without one
         # (scripts, some tests) still store events.
-        if self._thread is not None and self._thread.is_alive():
+        if self._threads:
             return
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
-                self._thread.start()
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._run, name=f"event-writer-{i}", daemon=True)
+                    for i in range(self._threads_wanted)
+                ]
+                for thread in self._threads:
+                    thread.start()
 
     def stop(self, timeout: float = 10) -> None:
-        """Write what is queued, then end the thread."""
+        """Write what is queued, then end the threads."""
         with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None and thread.is_alive():
-            self._queue.put(None)
+            threads, self._threads = self._threads, []
+            for _ in threads:
+                self._queue.put(None)
+        for thread in threads:
             thread.join(timeout)
 
     def _run(self) -> None:

@@ -59,9 +59,9 @@ class WriteLock:
             self.engine.dispose()
 
 
-@pytest.fixture
-def writer(fresh_database: Database) -> Iterator[EventWriter]:
-    w = EventWriter(make_sessionmaker(fresh_database.engine))
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def writer(fresh_database: Database, request: pytest.FixtureRequest) -> Iterator[EventWriter]:
+    w = EventWriter(make_sessionmaker(fresh_database.engine), threads=request.param)
     yield w
     w.stop()
 

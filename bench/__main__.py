@@ -1,7 +1,8 @@
-"""`make bench`: ingest throughput of the receiver against a bare FastAPI baseline.
+"""`make bench`: ingest, rebuild, query latency and memory, in one run, against targets.
 
-Every figure is measured in the same run as its baseline; ratios are what to compare,
-since the machine is shared and noisy.
+Every speed figure is measured in the same run as its baseline (ratios are what to
+compare: the machine is shared and noisy). Results: bench/results/bench-*.json and a
+table on the terminal.
 """
 
 from __future__ import annotations
@@ -9,159 +10,189 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 
+from bench import ingest
 from service.db import create_db_engine, upgrade
-from service.webhooks.models import StripeEvent
-from tests.live import free_port
 
 RESULTS = Path(__file__).parent / "results"
-SECRET = "whsec_bench_secret"
 PG_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
-
-def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            httpx.post(url + "/webhooks/stripe", content=b"{}", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
+# Issue 7's targets.
+TARGETS = {
+    "ingest_sqlite_vs_bare": 0.6,
+    "ingest_postgres_vs_bare": 0.5,
+    "rebuild_events_per_s": 50_000,
+    "query_p95_ms": 50,
+    "server_rss_mb": 300,
+}
 
 
-def _peak_rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
-    return round(int(line.split()[1]) / 1024, 1)
+@contextmanager
+def databases() -> Iterator[Any]:
+    """A factory of new migrated databases (SQLite files, PostgreSQL schemas), all
+    dropped on the way out."""
+    tmp = Path(tempfile.mkdtemp(prefix="churn-bench-"))
+    admin = create_db_engine(PG_URL)
+    schemas: list[str] = []
 
+    def make(engine: str) -> str:
+        if engine == "sqlite":
+            url = f"sqlite:///{tmp / f'{uuid.uuid4().hex[:8]}.db'}"
+        else:
+            schema = f"bench_{uuid.uuid4().hex[:8]}"
+            with admin.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            schemas.append(schema)
+            url = (
+                make_url(PG_URL)
+                .update_query_dict({"options": f"-csearch_path={schema}"})
+                .render_as_string(hide_password=False)
+            )
+        engine_ = create_db_engine(url)
+        upgrade(engine_)
+        engine_.dispose()
+        return url
 
-def ingest(kind: str, database_url: str | None, seconds: float, concurrency: int) -> dict:
-    port = free_port()
-    env = dict(os.environ, STRIPE_WEBHOOK_SECRETS=SECRET)
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.servers",
-            kind if kind == "bare" else "receiver",
-            "--port",
-            str(port),
-        ],
-        env=env,
-    )
     try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_up(base, server)
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.load",
-                "--url",
-                base,
-                "--secret",
-                SECRET,
-                "--concurrency",
-                str(concurrency),
-                "--seconds",
-                str(seconds),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        result = json.loads(out)
-        result["server_peak_rss_mb"] = _peak_rss_mb(server.pid)
+        yield make
     finally:
-        server.terminate()
-        server.wait(timeout=10)
-    if database_url:
-        engine = create_db_engine(database_url)
-        with Session(engine) as session:
-            result["stored"] = session.scalar(select(func.count()).select_from(StripeEvent))
-        engine.dispose()
-        # Zero lost events: every acknowledged event is in the store.
-        result["lost"] = result["ok"] - result["stored"]
-    return result
+        with admin.begin() as conn:
+            for schema in schemas:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _row(table: Table, what: str, figure: str, baseline: str, ratio: str, ok: bool | None) -> None:
+    verdict = "" if ok is None else ("[green]yes[/]" if ok else "[red]no[/]")
+    table.add_row(what, figure, baseline, ratio, verdict)
+
+
+def render(report: dict[str, Any]) -> Table:
+    table = Table(title=f"churn-ledger bench {report['when']}")
+    for col in ("measure", "figure", "baseline / target", "ratio", "meets target"):
+        table.add_column(col, justify="right" if col != "measure" else "left")
+    ing = report.get("ingest")
+    if ing:
+        servers = ing["servers"]
+        bare = servers["bare"]
+        _row(table, "ingest bare FastAPI", f"{bare['rps']} req/s", "", "1.00", None)
+        for name, r in servers.items():
+            if name == "bare":
+                continue
+            engine = "sqlite" if "sqlite" in name else "postgres"
+            target = TARGETS[f"ingest_{engine}_vs_bare"]
+            _row(
+                table,
+                f"ingest {name} (p50 {r['p50_ms']} / p99 {r['p99_ms']} ms, lost {r['lost']})",
+                f"{r['rps']} req/s",
+                f"≥ {target}× bare",
+                f"{r['vs_bare']:.2f}",
+                r["vs_bare"] >= target and r["lost"] == 0,
+            )
+        for name, r in servers.items():
+            _row(
+                table,
+                f"server peak RSS, {name}",
+                f"{r['server_peak_rss_mb']} MB",
+                f"< {TARGETS['server_rss_mb']} MB",
+                "",
+                r["server_peak_rss_mb"] < TARGETS["server_rss_mb"],
+            )
+    for engine, r in (report.get("rebuild") or {}).items():
+        if not isinstance(r, dict) or "events_per_s" not in r:
+            continue
+        _row(
+            table,
+            f"rebuild {engine}, {r['events']:,} events",
+            f"{r['events_per_s']:,} ev/s",
+            f"≥ {TARGETS['rebuild_events_per_s']:,} ev/s",
+            f"{r['events_per_s'] / TARGETS['rebuild_events_per_s']:.2f}",
+            r["events_per_s"] >= TARGETS["rebuild_events_per_s"],
+        )
+        if r.get("peak_rss_mb") is not None:
+            _row(
+                table,
+                f"rebuild {engine} peak RSS",
+                f"{r['peak_rss_mb']} MB",
+                f"< {TARGETS['server_rss_mb']} MB",
+                "",
+                r["peak_rss_mb"] < TARGETS["server_rss_mb"],
+            )
+    for engine, endpoints in (report.get("query") or {}).items():
+        if not isinstance(endpoints, dict):
+            continue
+        for endpoint, r in endpoints.items():
+            if not isinstance(r, dict) or "p95_ms" not in r:
+                continue
+            _row(
+                table,
+                f"query {engine} {endpoint} (p50 {r['p50_ms']} ms)",
+                f"p95 {r['p95_ms']} ms",
+                f"< {TARGETS['query_p95_ms']} ms",
+                "",
+                r["p95_ms"] < TARGETS["query_p95_ms"],
+            )
+    return table
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=10)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", choices=["ingest", "rebuild", "query"], action="append")
+    parser.add_argument("--rounds", type=int, default=3, help="ingest rounds per server")
+    parser.add_argument("--seconds", type=float, default=4, help="ingest seconds per round")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rebuild-customers", type=int, default=20_000)
+    parser.add_argument("--query-customers", type=int, default=100_000)
+    parser.add_argument("--months", type=int, default=36, help="query history, months")
     args = parser.parse_args()
+    parts = args.only or ["ingest", "rebuild", "query"]
+    console = Console(width=160)
+    report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds")}
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    if "ingest" in parts:
+        console.print("[bold]ingest[/]: bare vs receiver, interleaved rounds")
+        t = time.perf_counter()
+        with databases() as make:
+            report["ingest"] = ingest.run(
+                make, rounds=args.rounds, seconds=args.seconds, concurrency=args.concurrency
+            )
+        timings["ingest"] = time.perf_counter() - t
+    if "rebuild" in parts:
+        from bench import rebuild
 
-    tmp = Path(tempfile.mkdtemp(prefix="churn-bench-"))
-    sqlite_url = f"sqlite:///{tmp / 'bench.db'}"
-    upgrade(create_db_engine(sqlite_url))
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = create_db_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    pg_url = (
-        make_url(PG_URL)
-        .update_query_dict({"options": f"-csearch_path={schema}"})
-        .render_as_string(hide_password=False)
-    )
-    upgrade(create_db_engine(pg_url))
+        console.print(f"[bold]rebuild[/]: {args.rebuild_customers:,} simulated customers")
+        t = time.perf_counter()
+        report["rebuild"] = rebuild.run(customers=args.rebuild_customers, months=12)
+        timings["rebuild"] = time.perf_counter() - t
+    if "query" in parts:
+        from bench import metrics_latency
 
-    results: dict[str, dict] = {}
-    try:
-        results["bare"] = ingest("bare", None, args.seconds, args.concurrency)
-        results["receiver_sqlite"] = ingest("receiver", sqlite_url, args.seconds, args.concurrency)
-        results["receiver_postgres"] = ingest("receiver", pg_url, args.seconds, args.concurrency)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    bare = results["bare"]["rps"]
-    report = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "concurrency": args.concurrency,
-        "seconds": args.seconds,
-        "ingest": results,
-        "ratios": {
-            "sqlite_vs_bare": round(results["receiver_sqlite"]["rps"] / bare, 3),
-            "postgres_vs_bare": round(results["receiver_postgres"]["rps"] / bare, 3),
-        },
-    }
+        console.print(f"[bold]query[/]: {args.query_customers:,} customers, {args.months} months")
+        t = time.perf_counter()
+        report["query"] = metrics_latency.run(customers=args.query_customers, months=args.months)
+        timings["query"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+    report["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    report["targets"] = TARGETS
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
-
-    table = Table(title=f"ingest, {args.concurrency} connections, {args.seconds:g}s each")
-    for col in ("server", "req/s", "p50 ms", "p99 ms", "vs bare", "lost", "peak RSS MB"):
-        table.add_column(col, justify="right")
-    for name, r in results.items():
-        table.add_row(
-            name,
-            str(r["rps"]),
-            str(r["p50_ms"]),
-            str(r["p99_ms"]),
-            f"{r['rps'] / bare:.2f}",
-            str(r.get("lost", "-")),
-            str(r["server_peak_rss_mb"]),
-        )
-    Console().print(table)
-    Console().print(f"written to {path}")
+    console.print(render(report))
+    console.print(f"took {timings['total']:.0f} s; written to {path}")
 
 
 if __name__ == "__main__":

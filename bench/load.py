@@ -17,7 +17,7 @@ def signed(body: bytes, secret: str) -> dict[str, str]:
     return {"Stripe-Signature": f"t={t},v1={mac}", "Content-Type": "application/json"}
 
 
-def event(n: int) -> bytes:
+def event(n: int, prefix: str = "") -> bytes:
     sub = {
         "id": f"sub_bench{n % 5000}",
         "object": "subscription",
@@ -43,7 +43,7 @@ def event(n: int) -> bytes:
         },
     }
     envelope = {
-        "id": f"evt_bench_{n:09d}",
+        "id": f"evt_bench_{prefix}{n:09d}",
         "object": "event",
         "api_version": "2025-03-31.basil",
         "created": 1735689600 + n,
@@ -82,7 +82,9 @@ async def _request(
     return int(status_line.split()[1])
 
 
-async def run(url: str, secret: str, concurrency: int, seconds: float) -> dict[str, object]:
+async def run(
+    url: str, secret: str, concurrency: int, seconds: float, prefix: str = ""
+) -> dict[str, object]:
     """Keep-alive HTTP/1.1 over raw asyncio streams: a client cheap enough that the
     server, not the load generator, is what gets measured."""
     host, port = url.removeprefix("http://").split(":")
@@ -95,7 +97,7 @@ async def run(url: str, secret: str, concurrency: int, seconds: float) -> dict[s
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
             while time.perf_counter() < deadline:
-                body = event(next(counter))
+                body = event(next(counter), prefix)
                 start = time.perf_counter()
                 status = await _request(reader, writer, f"{host}:{port}", body, secret)
                 latencies.append(time.perf_counter() - start)
@@ -124,8 +126,11 @@ def main() -> None:
     parser.add_argument("--secret", required=True)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
+    # Several runs against one server need distinct event ids, or they are duplicates.
+    parser.add_argument("--prefix", default="")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.url, args.secret, args.concurrency, args.seconds))))
+    result = run(args.url, args.secret, args.concurrency, args.seconds, args.prefix)
+    print(json.dumps(asyncio.run(result)))
 
 
 if __name__ == "__main__":

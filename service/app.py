@@ -18,6 +18,7 @@ from service.db import (
     make_sessionmaker,
 )
 from service.kit.errors import install_error_handlers
+from service.kit.gate import WriteGate
 from service.ledger.endpoints import router as ledger_router
 from service.ledger.worker import ProjectorWorker
 from service.metrics.endpoints import router as metrics_router
@@ -58,9 +59,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             worker = ProjectorWorker(
                 app.state.sessionmaker,
                 settings.ledger_options(),
-                # SQLite has one write lock, held for a whole batch: small batches keep
-                # the receiver's commits from queueing behind the projector.
-                batch=10 if engine.dialect.name == "sqlite" else 200,
+                # SQLite has one write lock, held for a whole batch: one customer per
+                # transaction, taking turns with the receiver's commits at the gate.
+                batch=1 if sqlite else 200,
+                gate=app.state.write_gate,
             )
             app.state.event_stored_hooks.append(worker.wake)
             worker.start()
@@ -92,7 +94,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.telemetry = telemetry
-    app.state.event_writer = EventWriter.for_engine(app.state.sessionmaker, engine.dialect.name)
+    sqlite = engine.dialect.name == "sqlite"
+    # In-process writers of one SQLite database take turns (see service/kit/gate.py).
+    app.state.write_gate = WriteGate() if sqlite else None
+    app.state.event_writer = EventWriter.for_engine(
+        app.state.sessionmaker, engine.dialect.name, app.state.write_gate
+    )
     # Called after a webhook's event is committed (the projector wakes up on it).
     app.state.event_stored_hooks = []
     app.state.projector = None

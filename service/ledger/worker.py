@@ -6,11 +6,13 @@ receiver, a backfill) and scheduled changes (a discount ending) are picked up to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.kit.gate import WriteGate
 from service.ledger.options import LedgerOptions
 from service.ledger.service import project_pending
 
@@ -25,7 +27,9 @@ class ProjectorWorker:
         *,
         poll_s: float = 1.0,
         batch: int = 200,
+        gate: WriteGate | None = None,
     ) -> None:
+        self._gate = gate or contextlib.nullcontext()
         self._factory = session_factory
         self._options = options
         self._poll_s = poll_s
@@ -48,7 +52,7 @@ class ProjectorWorker:
         self._wake.set()
 
     def drain_once(self) -> int:
-        with self._factory() as session:
+        with self._gate, self._factory() as session:
             done = project_pending(session, self._options, limit=self._batch)
             session.commit()
         return done

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.kit.errors import UNAVAILABLE_ERRORS
+from service.kit.gate import WriteGate
 from service.webhooks.repository import StripeEventRepository
 
 log = logging.getLogger("churn_ledger.webhooks")
@@ -35,9 +36,15 @@ class _Job:
 
 class EventWriter:
     def __init__(
-        self, session_factory: sessionmaker[Session], *, threads: int = 1, max_batch: int = 256
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        threads: int = 1,
+        max_batch: int = 256,
+        gate: WriteGate | None = None,
     ) -> None:
         self._factory = session_factory
+        self._gate = gate or contextlib.nullcontext()
         self._threads_wanted = threads
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -45,10 +52,12 @@ class EventWriter:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_engine(cls, session_factory: sessionmaker[Session], dialect: str) -> EventWriter:
+    def for_engine(
+        cls, session_factory: sessionmaker[Session], dialect: str, gate: WriteGate | None
+    ) -> EventWriter:
         # SQLite has one write lock: a second writer would only wait for it. PostgreSQL
         # takes the next batch's rows while the previous batch's commit is being flushed.
-        return cls(session_factory, threads=1 if dialect == "sqlite" else 2)
+        return cls(session_factory, threads=1 if dialect == "sqlite" else 2, gate=gate)
 
     async def store(self, values: dict[str, Any]) -> int | None:
         """Insert unless (account, event_id) exists, committed: new row id or None."""
@@ -105,7 +114,7 @@ class EventWriter:
 
     def _write(self, batch: list[_Job]) -> None:
         try:
-            with self._factory() as session:
+            with self._gate, self._factory() as session:
                 ids = StripeEventRepository(session).insert_many_if_new(
                     [job.values for job in batch]
                 )

@@ -146,9 +146,21 @@ def ratio(numerator: int | Fraction, denominator: int | Fraction) -> Fraction | 
     return None if denominator <= 0 else Fraction(numerator) / Fraction(denominator)
 
 
+def rate(numerator: int, denominator: int) -> float | None:
+    """`as_float(ratio(n, d))` for integers, without the fractions: int / int is correctly
+    rounded, as is float(Fraction), so the two are the same float."""
+    return None if denominator <= 0 else round(numerator / denominator, 8)
+
+
 def as_float(value: Fraction | None) -> float | None:
     # Rates are not money: a JSON number rounded to 8 decimals is what BI tools expect.
     return None if value is None else round(float(value), 8)
+
+
+def div_half_up(numerator: int, denominator: int) -> int:
+    """`round_half_up(Fraction(n, d))` in integers, for d > 0."""
+    magnitude = (2 * abs(numerator) + denominator) // (2 * denominator)
+    return magnitude if numerator >= 0 else -magnitude
 
 
 def round_half_up(value: Fraction) -> int:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import bisect
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from fractions import Fraction
 
@@ -32,7 +33,14 @@ from service.metrics.schemas import (
     ReasonsAnswer,
 )
 from service.metrics.selection import ChurnOptions, MetricsQuery, Selection, invalid
-from service.metrics.series import PeriodValues, as_float, ratio, round_half_up
+from service.metrics.series import (
+    PeriodValues,
+    as_float,
+    div_half_up,
+    rate,
+    ratio,
+    round_half_up,
+)
 
 
 def mrr(session: Session, q: MetricsQuery) -> MrrAnswer:
@@ -97,7 +105,8 @@ def churn(session: Session, q: MetricsQuery, options: ChurnOptions) -> ChurnAnsw
         raise invalid("churn_high_above", "must not be below churn_good_below")
     sel = Selection(session, q, q.interval)
     values, unconverted = sel.values()
-    rows = [_churn_row(sel, p, options) for p in values]
+    limits = _Limits.of(options)
+    rows = [_churn_row(sel, p, limits) for p in values]
     return ChurnAnswer(
         **sel.header(unconverted),
         interval=q.interval,
@@ -108,41 +117,57 @@ def churn(session: Session, q: MetricsQuery, options: ChurnOptions) -> ChurnAnsw
     )
 
 
-def _churn_row(sel: Selection, p: PeriodValues, options: ChurnOptions) -> ChurnRow:
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """The options as exact fractions, once per answer rather than per row."""
+
+    good: Fraction
+    high: Fraction
+    margin: Fraction | int
+
+    @classmethod
+    def of(cls, options: ChurnOptions) -> _Limits:
+        margin = Fraction(str(options.gross_margin)) if options.gross_margin else 1
+        return cls(Fraction(str(options.good_below)), Fraction(str(options.high_above)), margin)
+
+
+def _churn_row(sel: Selection, p: PeriodValues, limits: _Limits) -> ChurnRow:
+    # Rates of integers go straight to float (`rate`); only the hazard's monthly
+    # equivalent and LTV need exact fractions.
     f = p.flows
     losses = -(f["churned_mrr"] + f["contraction_mrr"])
     gains = f["expansion_mrr"] + f["reactivation_mrr"]
-    net = ratio(losses - gains, p.mrr_start)
     hazard = ratio(f["churned_customers"], p.customer_days)
     monthly = None if hazard is None else 1 - (1 - hazard) ** 30
-    arpa = ratio(p.mrr_end, p.customers_end)
+    arpa = None
     ltv = None
-    if arpa is not None and monthly:
-        margin = Fraction(str(options.gross_margin)) if options.gross_margin else 1
-        ltv = sel.money(round_half_up(arpa / monthly * margin))
+    if p.customers_end > 0:
+        arpa = sel.money(div_half_up(p.mrr_end, p.customers_end))
+        if monthly:
+            exact = Fraction(p.mrr_end, p.customers_end)
+            ltv = sel.money(round_half_up(exact / monthly * limits.margin))
     level = None
     if monthly is not None:
-        good, high = Fraction(str(options.good_below)), Fraction(str(options.high_above))
+        good, high = limits.good, limits.high
         level = "good" if monthly < good else "high" if monthly > high else "normal"
+    start = p.mrr_start
     return ChurnRow(
         period_start=p.start, period_end=p.end, segment=p.segment,
-        mrr_start=sel.money(p.mrr_start), mrr_end=sel.money(p.mrr_end),
+        mrr_start=sel.money(start), mrr_end=sel.money(p.mrr_end),
         customers_start=p.customers_start, customers_end=p.customers_end,
         customers_gained=p.customers_gained, customers_lost=p.customers_lost,
-        customer_churn_rate=as_float(ratio(p.customers_lost, p.customers_start)),
-        customer_retention_rate=as_float(
-            ratio(p.customers_end - p.customers_gained, p.customers_start)
-        ),
-        gross_mrr_churn_rate=as_float(ratio(losses, p.mrr_start)),
-        net_mrr_churn_rate=as_float(net),
-        expansion_rate=as_float(ratio(gains, p.mrr_start)),
-        nrr=as_float(ratio(p.mrr_start - losses + gains, p.mrr_start)),
-        grr=as_float(ratio(p.mrr_start - losses, p.mrr_start)),
-        quick_ratio=as_float(ratio(f["new_mrr"] + gains, losses)),
+        customer_churn_rate=rate(p.customers_lost, p.customers_start),
+        customer_retention_rate=rate(p.customers_end - p.customers_gained, p.customers_start),
+        gross_mrr_churn_rate=rate(losses, start),
+        net_mrr_churn_rate=rate(losses - gains, start),
+        expansion_rate=rate(gains, start),
+        nrr=rate(start - losses + gains, start),
+        grr=rate(start - losses, start),
+        quick_ratio=rate(f["new_mrr"] + gains, losses),
         churned_customers=f["churned_customers"], customer_days=p.customer_days,
         churn_hazard=as_float(hazard), monthly_churn_rate=as_float(monthly),
-        arpa=None if arpa is None else sel.money(round_half_up(arpa)), ltv=ltv,
-        negative_churn=None if net is None else net < 0, churn_level=level,
+        arpa=arpa, ltv=ltv,
+        negative_churn=None if start <= 0 else losses - gains < 0, churn_level=level,
     )  # fmt: skip
 
 

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from collections import namedtuple
 from datetime import date
+from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 from jobs.aggregates import refresh
 from service.metrics import periods as P
 from service.metrics.repository import DAILY_SUMS, PERIOD_SUMS, MetricsRepository
-from service.metrics.series import PeriodValues, chain, walk
+from service.metrics.series import (
+    PeriodValues,
+    as_float,
+    chain,
+    div_half_up,
+    rate,
+    ratio,
+    round_half_up,
+    walk,
+)
 from tests.metrics.scenario import TODAY, seed_scenario
 
 
@@ -67,3 +79,22 @@ Row = namedtuple("Row", ("label", "period_start", *DAILY_SUMS, *PERIOD_SUMS))  #
 def _row(**values: object) -> tuple:
     """A row as MetricsRepository.periods gives it, label NULL."""
     return Row(**{f: values.get(f, None if f == "label" else 0) for f in Row._fields})
+
+
+class TestRate:
+    @given(st.integers(-(10**15), 10**15), st.integers(-(10**12), 10**12))
+    def test_the_float_of_the_exact_ratio(self, numerator: int, denominator: int):
+        assert rate(numerator, denominator) == as_float(ratio(numerator, denominator))
+
+    def test_zero_or_negative_denominator_is_null(self):
+        assert (rate(1, 0), rate(1, -5), rate(0, 3)) == (None, None, 0.0)
+
+
+class TestDivHalfUp:
+    @given(st.integers(-(10**15), 10**15), st.integers(1, 10**12))
+    def test_rounds_like_the_fraction(self, numerator: int, denominator: int):
+        expected = round_half_up(Fraction(numerator, denominator))
+        assert div_half_up(numerator, denominator) == expected
+
+    def test_halves_go_away_from_zero(self):
+        assert [div_half_up(n, 2) for n in (5, -5, 3, -3, 4)] == [3, -3, 2, -2, 2]

@@ -39,6 +39,10 @@ METADATA_PARAM: dict[str, Any] = {
 }
 
 
+# The dependencies below are async although they do no I/O: FastAPI runs a plain function
+# on the threadpool, a hop per dependency and request.
+
+
 def _metadata(request: Request) -> dict[str, str]:
     found = {}
     for name, value in request.query_params.multi_items():
@@ -52,7 +56,7 @@ def _metadata(request: Request) -> dict[str, str]:
     return found
 
 
-def metrics_query(
+async def metrics_query(
     request: Request,
     settings: SettingsDep,
     account: Account = "",
@@ -108,7 +112,7 @@ def metrics_query(
 MetricsQueryDep = Annotated[MetricsQuery, Depends(metrics_query)]
 
 
-def churn_options(
+async def churn_options(
     churn_good_below: Annotated[
         float, Query(ge=0, le=1, description="Monthly churn below this is `good`")
     ] = 0.05,
@@ -125,7 +129,7 @@ def churn_options(
 ChurnOptionsDep = Annotated[ChurnOptions, Depends(churn_options)]
 
 
-def output_format(
+async def output_format(
     request: Request,
     format: Annotated[
         Literal["json", "csv"] | None,

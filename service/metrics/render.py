@@ -63,8 +63,14 @@ def to_csv(answer: Any, lead: tuple[str, ...], metrics: tuple[str, ...], name: s
 
 def respond(
     answer: BaseModel, fmt: str, lead: tuple[str, ...], metrics: tuple[str, ...], name: str
-) -> Any:
-    return to_csv(answer, lead, metrics, name) if fmt == "csv" else answer
+) -> Response:
+    """The answer as CSV or JSON. JSON is dumped here, from the model the service just
+    built and validated: handed back as a model, FastAPI would validate it a second time
+    against the route's `response_model` (which still documents it in OpenAPI), on one
+    more threadpool hop."""
+    if fmt == "csv":
+        return to_csv(answer, lead, metrics, name)
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 LEDGER_COLUMNS = (

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
 from jobs.aggregates import mark_dirty, refresh
@@ -179,3 +180,25 @@ def test_accounts_never_mix(client: TestClient, db_session: Session):
                            headers=AUTH).json()  # fmt: skip
     assert platform["data"][0]["mrr"]["amount"] == 700
     assert connected["data"][0]["mrr"]["amount"] == 45000
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_json_is_what_the_response_model_serializes(
+    client: TestClient, db_session: Session, path: str
+):
+    # The endpoints dump their answers themselves (no second validation by FastAPI): the
+    # bytes must be those FastAPI's response_model serialization would give.
+    from service.metrics import schemas
+
+    model = {"mrr": schemas.MrrAnswer, "movements": schemas.MovementsAnswer,
+             "churn": schemas.ChurnAnswer, "cohorts": schemas.CohortsAnswer,
+             "churn-reasons": schemas.ReasonsAnswer}[path]  # fmt: skip
+    seed_scenario(db_session)
+    refresh(db_session, today=TODAY)
+    params = {"segment_by": "plan", "start": "2025-01-01", "end": "2025-05-01"}
+    response = client.get(f"/v1/metrics/{path}", params=params, headers=AUTH)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    adapter = TypeAdapter(model)
+    assert adapter.dump_json(adapter.validate_json(response.content)) == response.content
+    assert response.json()["data"]

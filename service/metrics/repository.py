@@ -4,6 +4,7 @@ the job's reads and writes (`MetricsStore`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -50,18 +52,33 @@ PERIOD_SUMS = ("customer_days", "customers_lost", "customers_gained")
 TABLES = (MetricsSegment, MetricsDaily, MetricsPeriod, MetricsChurnDaily, MetricsCohort)
 
 
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    as_of: int | None  # Stripe `created` of the newest event the refresh read
+    refreshed_at: datetime | None  # None: never computed
+    through: date | None
+    stale: bool
+
+
 class MetricsRepository:
     """Reads for the API. `segments=None` means every segment."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def refresh_info(self, account: str) -> MetricsRefresh | None:
-        return self.session.get(MetricsRefresh, account)
+    def freshness(self, account: str) -> Freshness:
+        """The account's refresh record and whether ledger changes wait for the next one,
+        in one round trip (every answer needs both)."""
+        r = MetricsRefresh
 
-    def is_dirty(self, account: str) -> bool:
-        stmt = select(MetricsDirtyDay.id).where(MetricsDirtyDay.account == account).limit(1)
-        return self.session.scalar(stmt) is not None
+        def of(column: Any) -> Any:
+            return select(column).where(r.account == account).scalar_subquery()
+
+        dirty = exists().where(MetricsDirtyDay.account == account)
+        row = self.session.execute(
+            select(of(r.as_of), of(r.refreshed_at), of(r.through), dirty)
+        ).one()
+        return Freshness(as_of=row[0], refreshed_at=row[1], through=row[2], stale=bool(row[3]))
 
     def reporting_currencies(self, account: str) -> set[str]:
         stmt = select(MetricsSegment.reporting_currency).where(MetricsSegment.account == account)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service.kit.errors import ApiError
+from service.kit.money import display
 from service.ledger.schemas import Money
 from service.metrics import periods as P
 from service.metrics.models import MetricsSegment
@@ -57,15 +58,24 @@ class Selection:
             self.periods = P.periods(q.start, q.end, interval, q.today)
         except P.PeriodError as exc:
             raise invalid(exc.param, str(exc)) from None
-        segments = self.repo.segments(q.account, self.currency)
-        chosen = [s for s in segments if self._matches(s)]
-        filtered = len(chosen) != len(segments)
-        self.segment_keys: list[str] | None = [s.segment for s in chosen] if filtered else None
+        # segment -> label of the chosen segments; None: every segment, one label.
+        self._label: dict[str, str | None] | None = None
+        self.segment_keys: list[str] | None = None
+        self.labels: list[str | None] = [None]
         attr = q.segment_by.value if q.segment_by else None
-        self._label = {s.segment: getattr(s, attr) if attr else None for s in chosen}
-        found = set(self._label.values())
-        self.labels = sorted(found, key=lambda v: (v is not None, v or "")) if attr else [None]
-        self.refresh = self.repo.refresh_info(q.account)
+        filters = (q.plan, q.billing_interval, q.currency_code)
+        # Unfiltered and unsegmented (the usual dashboard query), the segments themselves
+        # are not needed: a round trip saved.
+        if attr or q.metadata or any(f is not None for f in filters):
+            segments = self.repo.segments(q.account, self.currency)
+            chosen = [s for s in segments if self._matches(s)]
+            if len(chosen) != len(segments):
+                self.segment_keys = [s.segment for s in chosen]
+            self._label = {s.segment: getattr(s, attr) if attr else None for s in chosen}
+            if attr:
+                found = set(self._label.values())
+                self.labels = sorted(found, key=lambda v: (v is not None, v or ""))
+        self.fresh = self.repo.freshness(q.account)
 
     def _currency(self) -> str:
         default = self.q.default_currency.lower()
@@ -84,10 +94,10 @@ class Selection:
         )
 
     def includes(self, segment: str) -> bool:
-        return segment in self._label
+        return self._label is None or segment in self._label
 
     def label(self, segment: str) -> str | None:
-        return self._label.get(segment)
+        return None if self._label is None else self._label.get(segment)
 
     @property
     def bounds(self) -> tuple[date, date]:
@@ -103,8 +113,7 @@ class Selection:
             rows = self.repo.periods(*args, self.interval.value, start, end, labels)
             return chain(rows, self.labels, self.periods)
         rows = self.repo.daily(*args, start, end, labels)
-        through = self.refresh.through if self.refresh else None
-        values, unconverted = walk(rows, self.labels, self.periods, through)
+        values, unconverted = walk(rows, self.labels, self.periods, self.fresh.through)
         # At most one customer-level flip per customer and day: daily counts are exact.
         for p in values:
             p.customers_lost = p.flows["churned_customers"]
@@ -112,20 +121,24 @@ class Selection:
         return values, unconverted
 
     def money(self, amount: int) -> Money:
-        return Money.of(amount, self.currency)
+        # Money.of less its validation: int, str and str by construction, and an answer
+        # holds a few hundred of them.
+        return Money.model_construct(
+            amount=amount, currency=self.currency, display=display(amount, self.currency)
+        )
 
     def header(self, unconverted: int) -> dict[str, Any]:
-        r = self.refresh
+        f = self.fresh
         return {
             "account": self.q.account,
             "currency": self.currency,
             "start": self.bounds[0],
             "end": self.bounds[1],
             "segment_by": self.q.segment_by,
-            "as_of": datetime.fromtimestamp(r.as_of, UTC) if r and r.as_of else None,
-            "refreshed_at": r.refreshed_at if r else None,
-            "through": r.through if r else None,
-            "stale": self.repo.is_dirty(self.q.account),
+            "as_of": datetime.fromtimestamp(f.as_of, UTC) if f.as_of else None,
+            "refreshed_at": f.refreshed_at,
+            "through": f.through,
+            "stale": f.stale,
             "unconverted_movements": unconverted,
         }
 

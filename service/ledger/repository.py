@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy import Row, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.kit.sql import insert_for
@@ -20,6 +20,7 @@ from service.ledger.models import (
     SubscriptionMrrChange,
     SubscriptionState,
 )
+from service.payments.models import PaymentAlert, PaymentEpisode
 from service.webhooks.models import StripeEvent
 
 DERIVED = (MrrMovement, SubscriptionMrrChange, SubscriptionState, DataQualityWarning)
@@ -28,6 +29,10 @@ MOVEMENT_FIELDS = (
     "from_mrr_reporting", "to_mrr_reporting", "delta_reporting", "event_ids",
     "subscription_ids", "churn_reason", "churn_feedback", "churn_comment",
 )  # fmt: skip
+
+
+IN_CHUNK = 1000  # customer ids per IN list: far below SQLite's and psycopg's limits
+STREAM_ROWS = 2000  # event rows per fetch while streaming a batch's events
 
 
 def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
@@ -125,6 +130,120 @@ class LedgerRepository:
             query.distinct().order_by(StripeEvent.account, StripeEvent.customer_id)
         ).all()
         return [(a, c) for a, c in rows]
+
+    # --- bulk rebuild: many customers of one account per statement ---------------------
+
+    def lock_customers(self, account: str, customer_ids: Sequence[str]) -> None:
+        """`lock_customer` for many: rows inserted if missing, then all row-locked."""
+        self.session.execute(
+            insert_for(self.session, LedgerCustomer).on_conflict_do_nothing(
+                index_elements=["account", "customer_id"]
+            ),
+            [{"account": account, "customer_id": c} for c in customer_ids],
+        )
+        if self.session.get_bind().dialect.name != "postgresql":
+            return  # SQLite: the INSERT took the database write lock until commit
+        table = LedgerCustomer.__table__
+        for chunk in _chunks(customer_ids, IN_CHUNK):
+            self.session.execute(
+                select(table.c.customer_id)
+                .where(table.c.account == account, table.c.customer_id.in_(chunk))
+                .with_for_update()
+            ).all()
+
+    def mark_customers_handled(
+        self, account: str, customer_ids: Sequence[str], at: datetime
+    ) -> None:
+        """Handled, attempts and error reset, for every event of these customers; rows
+        already in that state are left alone (no rewrite of the whole event store)."""
+        events = StripeEvent.__table__
+        for chunk in _chunks(customer_ids, IN_CHUNK):
+            self.session.execute(
+                events.update()
+                .where(
+                    events.c.account == account,
+                    events.c.customer_id.in_(chunk),
+                    or_(
+                        events.c.handled_at.is_(None),
+                        events.c.attempts != 0,
+                        events.c.last_error.is_not(None),
+                    ),
+                )
+                .values(handled_at=at, attempts=0, last_error=None)
+            )
+
+    def events_of_range(
+        self, account: str, first: str, last: str, types: Iterable[str]
+    ) -> Iterator[Row[Any]]:
+        """Events of the customers in [first, last] of one account, of these types,
+        grouped by customer; streamed (a server-side cursor on PostgreSQL)."""
+        events = StripeEvent.__table__
+        stmt = (
+            select(
+                events.c.customer_id,
+                events.c.event_id,
+                events.c.type,
+                events.c.created,
+                events.c.body,
+            )
+            .where(
+                events.c.account == account,
+                events.c.customer_id >= first,
+                events.c.customer_id <= last,
+                events.c.type.in_(sorted(types)),
+            )
+            .order_by(events.c.customer_id)
+            .execution_options(yield_per=STREAM_ROWS)
+        )
+        return iter(self.session.execute(stmt))
+
+    def delete_customers_rows(self, account: str, customer_ids: Sequence[str]) -> set[date]:
+        """Delete these customers' derived rows; returns the days of their old ledger rows."""
+        days: set[date] = set()
+        for chunk in _chunks(customer_ids, IN_CHUNK):
+            for model in (*DERIVED, PaymentEpisode):
+                table = model.__table__
+                stmt = table.delete().where(
+                    table.c.account == account, table.c.customer_id.in_(chunk)
+                )
+                if model is MrrMovement:
+                    days.update(self.session.scalars(stmt.returning(table.c.day)))
+                else:
+                    self.session.execute(stmt)
+        return days
+
+    def insert_bulk(self, rows: Any) -> None:
+        """Write a `BulkRows`: plain inserts (the rows were just deleted), the customer
+        rows over their lock placeholders, alerts not already in the outbox."""
+        for model, values in (
+            (SubscriptionState, rows.states),
+            (SubscriptionMrrChange, rows.changes),
+            (DataQualityWarning, rows.warnings),
+            (MrrMovement, rows.movements),
+            (PaymentEpisode, rows.episodes),
+        ):
+            if values:
+                self.session.execute(model.__table__.insert(), values)
+        if rows.customers:
+            stmt = insert_for(self.session, LedgerCustomer)
+            self.session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["account", "customer_id"],
+                    set_={
+                        "first_mrr_day": stmt.excluded.first_mrr_day,
+                        "next_change_at": stmt.excluded.next_change_at,
+                        "projected_at": stmt.excluded.projected_at,
+                    },
+                ),
+                rows.customers,
+            )
+        if rows.alerts:
+            self.session.execute(
+                insert_for(self.session, PaymentAlert).on_conflict_do_nothing(
+                    index_elements=["account", "dedup_key"]
+                ),
+                rows.alerts,
+            )
 
     def record_failure(self, account: str, customer_id: str, error: str) -> None:
         self.session.execute(

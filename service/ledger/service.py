@@ -7,17 +7,24 @@ path and cannot disagree. Services only flush; the caller's edge commits.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from itertools import groupby
+from operator import attrgetter
 
 from sqlalchemy.orm import Session
 
-from service.kit.time import now_ts, utc_day
+from service.kit.time import now_ts
+from service.ledger.compute import (
+    READ_EVENTS,
+    BulkRows,
+    CustomerRows,
+    compute_customer,
+    customer_rows,
+)
 from service.ledger.fx import FxQuote, FxTable
 from service.ledger.models import MrrMovement, SubscriptionState
-from service.ledger.mrr import billing_interval, plan_key
 from service.ledger.options import LedgerOptions
 from service.ledger.repository import LedgerRepository
 from service.ledger.schemas import (
@@ -33,60 +40,11 @@ from service.ledger.schemas import (
     SubscriptionOut,
     WarningOut,
 )
-from service.ledger.timeline import (
-    DISCOUNT_EVENTS,
-    SUBSCRIPTION_EVENTS,
-    Projection,
-    RawEvent,
-    project,
-)
+from service.ledger.timeline import Projection
 from service.metrics.repository import MetricsStore
-from service.payments.service import project_payments
+from service.payments.service import write_payments
 
 log = logging.getLogger("churn_ledger.ledger")
-LEDGER_EVENTS = SUBSCRIPTION_EVENTS | DISCOUNT_EVENTS
-
-
-def _raw_events(rows: list) -> list[RawEvent]:
-    events = []
-    for row in rows:
-        if row.type not in LEDGER_EVENTS:
-            continue
-        # Bodies were validated as events on receipt; data.object is a JSON object.
-        obj = json.loads(row.body)["data"]["object"]
-        events.append(RawEvent(row.event_id, row.type, row.created, obj))
-    return events
-
-
-def _movement_rows(projection: Projection, fx: FxTable) -> list[dict]:
-    rows = []
-    for r in projection.rows:
-        rate = fx.rate(r.currency, r.day)
-        from_rep = fx.to_reporting(r.from_mrr, r.currency, r.day)
-        to_rep = fx.to_reporting(r.to_mrr, r.currency, r.day)
-        rows.append(
-            {
-                "day": r.day,
-                "currency": r.currency,
-                "movement": r.movement,
-                "from_mrr": r.from_mrr,
-                "to_mrr": r.to_mrr,
-                "delta": r.delta,
-                "reporting_currency": fx.reporting,
-                "fx_rate": None if rate is None else str(rate),
-                "from_mrr_reporting": from_rep,
-                "to_mrr_reporting": to_rep,
-                "delta_reporting": None
-                if from_rep is None or to_rep is None
-                else to_rep - from_rep,
-                "event_ids": list(r.event_ids),
-                "subscription_ids": list(r.subscription_ids),
-                "churn_reason": r.churn.reason if r.churn else None,
-                "churn_feedback": r.churn.feedback if r.churn else None,
-                "churn_comment": r.churn.comment if r.churn else None,
-            }
-        )
-    return rows
 
 
 def project_customer(
@@ -103,70 +61,21 @@ def project_customer(
     rows = list(repo.customer_events(account, customer_id))
     now = now_ts() if now is None else now
     fx = fx or repo.fx_table(options.reporting_currency)
-    # Failed-payment episodes first: a cancellation inside their dunning windows is
-    # involuntary churn in the ledger (design §6); same lock, same transaction.
-    dunning = project_payments(session, account, customer_id, rows, now)
-    projection = project(
-        _raw_events(rows),
-        now=now,
-        past_due_grace_days=options.past_due_grace_days,
-        dunning=dunning,
-    )
-
-    states = [
-        {
-            "account": account,
-            "subscription_id": sub_id,
-            "customer_id": customer_id,
-            "status": cur.snapshot.sub.status,
-            "currency": cur.snapshot.sub.currency,
-            "mrr": cur.mrr,
-            "plan": plan_key(cur.snapshot.sub),
-            "billing_interval": billing_interval(cur.snapshot.sub),
-            "cancel_at_period_end": cur.snapshot.sub.cancel_at_period_end,
-            "started_at": cur.snapshot.sub.start_date,
-            "ended_at": cur.snapshot.sub.ended_at,
-            "last_event_id": cur.snapshot.event_id,
-            "metadata": dict(cur.snapshot.sub.metadata),
-        }
-        for sub_id, cur in projection.subscriptions.items()
-    ]
-    changes = [
-        {
-            "account": account,
-            "subscription_id": p.subscription_id,
-            "customer_id": customer_id,
-            "at": p.at,
-            "day": utc_day(p.at),
-            "mrr": p.mrr,
-            "currency": p.currency,
-            "status": p.status,
-            "cause": p.cause,
-            "event_id": p.event_id,
-        }
-        for p in projection.points
-    ]
-    warnings = [
-        {
-            "account": account,
-            "customer_id": customer_id,
-            "kind": w.kind,
-            "subject": w.subject,
-            "message": w.message,
-        }
-        for w in projection.warnings
-    ]
-    repo.replace_customer_rows(account, customer_id, states, changes, warnings)
-    touched = repo.sync_movements(account, customer_id, _movement_rows(projection, fx))
+    result = compute_customer(rows, now=now, past_due_grace_days=options.past_due_grace_days)
+    out = customer_rows(account, customer_id, result, fx)
+    # Same lock, same transaction as the ledger: episodes and their alerts.
+    write_payments(session, account, customer_id, result.episodes)
+    repo.replace_customer_rows(account, customer_id, out.states, out.changes, out.warnings)
+    touched = repo.sync_movements(account, customer_id, out.movements)
     # The metrics jobs recompute only what changed; marked in this same transaction.
     MetricsStore(session).mark_dirty(account, sorted(touched))
-    customer.first_mrr_day = projection.first_mrr_day
-    customer.next_change_at = projection.next_change_at
+    customer.first_mrr_day = out.first_mrr_day
+    customer.next_change_at = out.next_change_at
     handled_at = datetime.now(UTC)
     customer.projected_at = handled_at
     repo.mark_handled([r.id for r in rows], handled_at)
     session.flush()
-    return projection
+    return result.projection
 
 
 def project_pending(
@@ -210,27 +119,73 @@ def rebuild(
     progress: Callable[[int, int], None] | None = None,
     now: int | None = None,
 ) -> int:
-    """Recompute every customer from the event store; returns customers projected.
+    """Recompute every customer (of `account`, or all) from the event store; returns
+    customers projected. Same results as projecting each customer incrementally.
 
-    A job is its own edge: it commits after the reset and after each batch, so a long
-    rebuild holds no lock for long and shows progress as it goes.
+    A job is its own edge: each batch of `batch` customers is one transaction that locks
+    them, reads their events in one query, computes them in Python and replaces their rows
+    in bulk. A failed or interrupted rebuild leaves every customer either rebuilt or as it
+    was (never missing), and the ledger stays readable while it runs.
     """
     now = now_ts() if now is None else now
     repo = LedgerRepository(session)
-    repo.reset_for_rebuild(account)
     repo.mark_customerless_handled(datetime.now(UTC))
     customers = repo.all_customers(account)
     fx = repo.fx_table(options.reporting_currency)
     session.commit()
     total = len(customers)
+    dirty: dict[str, set[date]] = {}  # days already marked by an earlier batch
     for start in range(0, total, batch):
+        by_account: dict[str, list[str]] = {}
         for acct, customer_id in customers[start : start + batch]:
-            project_customer(session, acct, customer_id, options, now=now, fx=fx)
+            by_account.setdefault(acct, []).append(customer_id)
+        for acct, ids in by_account.items():
+            _rebuild_customers(session, acct, ids, options, now, fx, dirty.setdefault(acct, set()))
         session.commit()
-        session.expunge_all()  # keep memory flat over millions of events
+        session.expunge_all()
         if progress:
             progress(min(start + batch, total), total)
     return total
+
+
+def _rebuild_customers(
+    session: Session,
+    account: str,
+    customer_ids: list[str],
+    options: LedgerOptions,
+    now: int,
+    fx: FxTable,
+    dirty: set[date],
+) -> None:
+    """Rebuild these customers (sorted) of one account, in the caller's transaction."""
+    repo = LedgerRepository(session)
+    # The same per-customer lock as project_customer, taken before reading: a worker
+    # projecting one of them waits for this batch to commit, then sees its result.
+    repo.lock_customers(account, customer_ids)
+    handled_at = datetime.now(UTC)
+    # Marked before they are read: every event marked is among those read (an event
+    # stored in between is read too and projected twice, which changes nothing).
+    repo.mark_customers_handled(account, customer_ids, handled_at)
+    out = BulkRows()
+    wanted = set(customer_ids)
+    seen: set[str] = set()
+    grace = options.past_due_grace_days
+    for customer_id, rows in groupby(
+        repo.events_of_range(account, customer_ids[0], customer_ids[-1], READ_EVENTS),
+        key=attrgetter("customer_id"),
+    ):
+        if customer_id not in wanted:
+            continue  # first seen after the customer list was taken: the worker's
+        seen.add(customer_id)
+        result = compute_customer(rows, now=now, past_due_grace_days=grace)
+        out.add(account, customer_id, customer_rows(account, customer_id, result, fx), handled_at)
+    for customer_id in wanted - seen:  # only events no projector reads: empty rows
+        out.add(account, customer_id, CustomerRows(), handled_at)
+    old_days = repo.delete_customers_rows(account, customer_ids)
+    repo.insert_bulk(out)
+    days = (old_days | {m["day"] for m in out.movements}) - dirty
+    MetricsStore(session).mark_dirty(account, sorted(days))
+    dirty.update(days)
 
 
 # --- reads and FX -----------------------------------------------------------------------

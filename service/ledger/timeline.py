@@ -8,11 +8,14 @@ projection (design §1, §3, §4).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
+
+import orjson
 
 from service.kit.time import DAY_S, utc_day
 from service.ledger.models import ChurnReason, Movement
@@ -51,6 +54,16 @@ class RawEvent:
     type: str
     created: int
     obj: Mapping[str, Any]
+
+
+def decode_object(body: bytes) -> Mapping[str, Any]:
+    """`data.object` of a stored event body (validated as an event on receipt)."""
+    try:
+        return orjson.loads(body)["data"]["object"]
+    except orjson.JSONDecodeError:
+        # What orjson refuses and the stdlib reads (integers past 64 bits, NaN): the
+        # receiver's validation let it in, so projection must read it too.
+        return json.loads(body)["data"]["object"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,6 @@ Rules (the decisions where Stripe's flow is ambiguous are marked DECISION):
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from service.ledger.timeline import (
     TERMINAL_STATUSES,
     DunningWindow,
     RawEvent,
+    decode_object,
 )
 from service.payments.models import LostReason, Outcome
 from service.payments.shapes import (
@@ -101,11 +101,21 @@ class Episode:
         return max(0, self.recovered_at - self.first_failure_at)
 
 
-def raw_events(rows: Iterable[Any]) -> list[RawEvent]:
-    """Event-store rows (event_id, type, created, body) this projector reads."""
+def has_failed_payment(rows: Iterable[Any], now: int) -> bool:
+    """Whether `build_episodes` can find any episode in these events (rows or RawEvents):
+    without an `invoice.payment_failed` up to `now` there is none, whatever the rest say."""
+    return any(r.type == FAILED and r.created <= now for r in rows)
+
+
+def raw_events(rows: Iterable[Any], now: int) -> list[RawEvent]:
+    """Event-store rows (event_id, type, created, body) this projector reads as of `now`;
+    none at all when no episode can come out of them (bodies are then never parsed)."""
+    rows = list(rows)
+    if not has_failed_payment(rows, now):
+        return []
     wanted = PAYMENT_EVENTS | SUBSCRIPTION_EVENTS
     return [
-        RawEvent(r.event_id, r.type, r.created, json.loads(r.body)["data"]["object"])
+        RawEvent(r.event_id, r.type, r.created, decode_object(r.body))
         for r in rows
         if r.type in wanted
     ]
@@ -282,6 +292,8 @@ def build_episodes(events: Iterable[RawEvent], *, now: int) -> list[Episode]:
         for inv_id, snaps in invoices.items()
         if any(e.type == FAILED for e, _ in snaps)
     }
+    if not failed:
+        return []  # most customers: no failure, so no need to read their subscriptions
     linked = _link_failures(invoices, failures, failed)
     cancellations = _cancellations(e for e in unique if e.type in SUBSCRIPTION_EVENTS)
     episodes = [

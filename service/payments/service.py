@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -39,15 +39,34 @@ def project_payments(
 ) -> dict[str, tuple[DunningWindow, ...]]:
     """Recompute one customer's episodes from its event-store rows; returns, per
     subscription, the dunning windows for `service.ledger.timeline.project`."""
-    episodes = build_episodes(raw_events(rows), now=now)
-    repo = PaymentRepository(session)
-    repo.sync_episodes(account, customer_id, [_episode_row(customer_id, e) for e in episodes])
-    repo.enqueue_alerts(episode_alerts(account, customer_id, episodes))
+    episodes = customer_episodes(rows, now)
+    write_payments(session, account, customer_id, episodes)
     return dunning_windows(episodes)
 
 
-def _episode_row(customer_id: str, ep: Episode) -> dict[str, Any]:
+def customer_episodes(rows: Sequence[Any], now: int) -> list[Episode]:
+    """Pure: one customer's episodes from its event-store rows, as of unix time `now`."""
+    return build_episodes(raw_events(rows, now), now=now)
+
+
+def write_payments(
+    session: Session, account: str, customer_id: str, episodes: Sequence[Episode]
+) -> None:
+    """The incremental write: diff the customer's episodes, queue their alerts."""
+    repo = PaymentRepository(session)
+    repo.sync_episodes(account, customer_id, episode_rows(account, customer_id, episodes))
+    repo.enqueue_alerts(episode_alerts(account, customer_id, episodes))
+
+
+def episode_rows(
+    account: str, customer_id: str, episodes: Iterable[Episode]
+) -> list[dict[str, Any]]:
+    return [_episode_row(account, customer_id, e) for e in episodes]
+
+
+def _episode_row(account: str, customer_id: str, ep: Episode) -> dict[str, Any]:
     return {
+        "account": account,
         "invoice_id": ep.invoice_id,
         "customer_id": customer_id,
         "subscription_id": ep.subscription_id,

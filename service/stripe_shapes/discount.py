@@ -13,6 +13,7 @@ from service.stripe_shapes.fields import (
     get_decimal,
     get_int,
     get_str,
+    is_mapping,
     lower_currency,
 )
 
@@ -75,7 +76,7 @@ def read_discount(obj: Mapping[str, Any]) -> DiscountSnapshot:
     raw_coupon = obj.get("coupon")
     if raw_coupon is None:
         raw_coupon = as_mapping(obj.get("source")).get("coupon")
-    coupon = read_coupon(raw_coupon) if isinstance(raw_coupon, Mapping) else None
+    coupon = read_coupon(raw_coupon) if is_mapping(raw_coupon) else None
     return DiscountSnapshot(
         id=get_str(obj, "id"),
         coupon=coupon,

@@ -11,18 +11,32 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+# The `type(...) is` tests below are fast paths for what JSON parsing produces (dict, list,
+# str, int, None); they answer exactly as the isinstance checks after them, which an ABC
+# such as Mapping makes slow, and the projector calls these for every field it reads.
+
+
+def is_mapping(value: Any) -> bool:
+    return type(value) is dict or (value is not None and isinstance(value, Mapping))
+
 
 def as_mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if is_mapping(value) else {}
 
 
 def get_str(obj: Mapping[str, Any], key: str) -> str | None:
     value = obj.get(key)
+    if type(value) is str:
+        return value or None
     return value if isinstance(value, str) and value != "" else None
 
 
 def get_int(obj: Mapping[str, Any], key: str) -> int | None:
     value = obj.get(key)
+    if type(value) is int:
+        return value
+    if value is None:
+        return None
     # bool is an int subclass; a stray True must not read as 1.
     if isinstance(value, bool):
         return None
@@ -62,16 +76,18 @@ def expandable_id(value: Any) -> str | None:
     """The id of an expandable field, whether Stripe sent the id or the expanded object."""
     if isinstance(value, str):
         return value or None
-    if isinstance(value, Mapping):
+    if is_mapping(value):
         return get_str(value, "id")
     return None
 
 
 def list_data(value: Any) -> list[Any]:
     """Elements of a Stripe list object (`{"object": "list", "data": [...]}`) or plain list."""
-    if isinstance(value, Mapping):
+    if is_mapping(value):
         value = value.get("data")
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+    if type(value) is list:
+        return list(value)
+    if value is not None and isinstance(value, Sequence) and not isinstance(value, str | bytes):
         return list(value)
     return []
 

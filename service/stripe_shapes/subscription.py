@@ -26,6 +26,7 @@ from service.stripe_shapes.fields import (
     get_bool,
     get_int,
     get_str,
+    is_mapping,
     list_data,
     str_dict,
 )
@@ -85,9 +86,9 @@ def _discount_refs(
     """
     embedded: list[DiscountSnapshot] = []
     bare: list[str] = []
-    raw_refs = ([singular] if isinstance(singular, Mapping) else []) + list_data(listed)
+    raw_refs = ([singular] if is_mapping(singular) else []) + list_data(listed)
     for raw in raw_refs:
-        if isinstance(raw, Mapping):
+        if is_mapping(raw):
             discount = read_discount(raw)
             if discount.id is None or all(d.id != discount.id for d in embedded):
                 embedded.append(discount)
@@ -99,12 +100,12 @@ def _discount_refs(
 
 def _read_item(obj: Mapping[str, Any]) -> ItemSnapshot:
     raw_price = obj.get("price")
-    if not isinstance(raw_price, Mapping):
+    if not is_mapping(raw_price):
         raw_price = obj.get("plan")
     discounts, discount_ids = _discount_refs(obj.get("discounts"))
     return ItemSnapshot(
         id=get_str(obj, "id"),
-        price=read_price(raw_price) if isinstance(raw_price, Mapping) else None,
+        price=read_price(raw_price) if is_mapping(raw_price) else None,
         quantity=get_int(obj, "quantity"),
         discounts=discounts,
         discount_ids=discount_ids,
@@ -116,14 +117,14 @@ def _read_item(obj: Mapping[str, Any]) -> ItemSnapshot:
 def _raw_items(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     items = [as_mapping(raw) for raw in list_data(obj.get("items"))]
     plan = obj.get("plan")
-    if not items and isinstance(plan, Mapping):
+    if not items and is_mapping(plan):
         # Pre-2018 single-plan subscriptions: the subscription itself is the only item.
         items = [{"plan": plan, "quantity": obj.get("quantity")}]
     return items
 
 
 def _pause_behavior(value: Any) -> str | None:
-    if isinstance(value, Mapping):
+    if is_mapping(value):
         return get_str(value, "behavior") or "unspecified"
     return None
 

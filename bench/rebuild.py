@@ -1,79 +1,210 @@
 """Rebuild throughput: `python -m bench.rebuild --customers 1000` (SQLite and PostgreSQL).
 
-Stores a simulated account's events, then times `rebuild` (events/s) and reports the
-process's peak RSS. Results go to bench/results/rebuild-*.json.
+Stores a simulated account's events (setup, not measured), then times `rebuild` in a
+child process, so that its peak RSS is the rebuild's own and not the simulator's.
+`--events N` sizes the account by events instead (about 14.6 per customer-year). Large
+accounts are simulated in shards of SHARD customers, each its own Connect account, so
+the simulator's memory stays bounded. Results go to bench/results/rebuild-*.json.
+
+`run(customers, months, engines)` is what `make bench` calls.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import math
+import os
 import resource
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import mkdtemp
 
-from sqlalchemy import text
+from sqlalchemy import Engine, insert, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 
-from bench.__main__ import PG_URL, RESULTS
 from jobs.simulate import event_bytes, simulate
 from service.db import create_db_engine, upgrade
-from service.ledger.options import LedgerOptions
-from service.ledger.service import rebuild
+from service.webhooks.models import EventSource, StripeEvent
 from service.webhooks.schemas import parse_event
-from service.webhooks.service import store_event
+
+PG_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+RESULTS = Path(__file__).parent / "results"
+SHARD = 5000  # customers per simulated account
+EVENTS_PER_CUSTOMER_YEAR = 14.6  # what the simulator produces (seed 1, 12 months)
+BATCH = 2000  # customers per rebuild transaction
 
 
-def measure(url: str, events: list[dict]) -> dict[str, float]:
+def _rows(events: list[dict]) -> list[dict]:
+    received = datetime.now(UTC)
+    rows = []
+    for event in events:
+        body = event_bytes(event)
+        env = parse_event(body)
+        rows.append(
+            {
+                "account": env.account or "",
+                "event_id": env.id,
+                "type": env.type,
+                "api_version": env.api_version,
+                "livemode": env.livemode,
+                "created": env.created,
+                "object_type": env.object_type,
+                "object_id": env.object_id,
+                "customer_id": env.customer_id,
+                "source": EventSource.webhook,
+                "body": body,
+                "received_at": received,
+            }
+        )
+    return rows
+
+
+def _store(engines: dict[str, Engine], customers: int, months: int) -> int:
+    """Simulate and bulk-insert the events into every engine; returns how many."""
+    shards = max(1, math.ceil(customers / SHARD))
+    stored = 0
+    for shard in range(shards):
+        size = min(SHARD, customers - shard * SHARD)
+        sim = simulate(
+            customers=size,
+            months=months,
+            seed=1 + shard,
+            account=f"acct_bench{shard:04d}" if shards > 1 else None,
+        )
+        rows = _rows(sim.events)
+        del sim
+        for engine in engines.values():
+            with engine.begin() as conn:
+                for start in range(0, len(rows), 5000):
+                    conn.execute(insert(StripeEvent), rows[start : start + 5000])
+        stored += len(rows)
+        del rows
+        gc.collect()
+    return stored
+
+
+def _schema_url(schema: str) -> str:
+    return (
+        make_url(PG_URL)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+
+
+def _child(url: str, batch: int) -> None:
+    """The measured part, alone in its process: prints customers, seconds and peak RSS."""
+    from sqlalchemy.orm import Session
+
+    from service.ledger.options import LedgerOptions
+    from service.ledger.service import rebuild
+
     engine = create_db_engine(url)
-    upgrade(engine)
-    with Session(engine) as session:
-        for event in events:
-            body = event_bytes(event)
-            store_event(session, body, parse_event(body))
-        session.commit()
     with Session(engine, expire_on_commit=False) as session:
         started = time.perf_counter()
-        customers = rebuild(session, LedgerOptions(), batch=500)
+        customers = rebuild(session, LedgerOptions(), batch=batch)
         elapsed = time.perf_counter() - started
     engine.dispose()
+    print(json.dumps({"customers": customers, "seconds": elapsed, "peak_rss_mb": _peak_rss_mb()}))
+
+
+def _peak_rss_mb() -> float:
+    # VmHWM belongs to this process image: ru_maxrss would also count the pages the
+    # child shared with the (large) parent between fork and exec.
+    status = Path("/proc/self/status")
+    if status.exists():
+        line = next(x for x in status.read_text().splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _measure(url: str, events: int, batch: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.rebuild", "--child", url, "--batch", str(batch)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    child = json.loads(out.strip().splitlines()[-1])
     return {
-        "events": len(events),
-        "customers": customers,
-        "seconds": round(elapsed, 2),
-        "events_per_s": round(len(events) / elapsed),
+        "events": events,
+        "customers": child["customers"],
+        "seconds": round(child["seconds"], 2),
+        "events_per_s": round(events / child["seconds"]),
+        "peak_rss_mb": round(child["peak_rss_mb"], 1),
     }
+
+
+def run(
+    customers: int,
+    months: int,
+    engines: tuple[str, ...] = ("sqlite", "postgres"),
+    *,
+    batch: int = BATCH,
+) -> dict:
+    """Per engine: {events, customers, seconds, events_per_s, peak_rss_mb} of a rebuild."""
+    urls: dict[str, str] = {}
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = None
+    if "sqlite" in engines:
+        urls["sqlite"] = f"sqlite:///{Path(mkdtemp()) / 'rebuild.db'}"
+    if "postgres" in engines:
+        admin = create_db_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        urls["postgres"] = _schema_url(schema)
+    try:
+        made = {name: create_db_engine(url) for name, url in urls.items()}
+        for engine in made.values():
+            upgrade(engine)
+        events = _store(made, customers, months)
+        if "postgres" in made:
+            with made["postgres"].connect() as conn:
+                # The table only: a bare ANALYZE would visit every schema of the database.
+                conn.execute(text("ANALYZE stripe_events"))
+                conn.commit()
+        for engine in made.values():
+            engine.dispose()
+        return {name: _measure(url, events, batch) for name, url in urls.items()}
+    finally:
+        if admin is not None:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+        if "sqlite" in urls:
+            path = Path(make_url(urls["sqlite"]).database or "")
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--events", type=int, help="size by events instead of customers")
     parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--engines", default="sqlite,postgres")
+    parser.add_argument("--batch", type=int, default=BATCH, help="customers per transaction")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    events = simulate(customers=args.customers, months=args.months, seed=1).events
-    results = {"sqlite": measure(f"sqlite:///{Path(mkdtemp()) / 'rebuild.db'}", events)}
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = create_db_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = (
-            make_url(PG_URL)
-            .update_query_dict({"options": f"-csearch_path={schema}"})
-            .render_as_string(hide_password=False)
-        )
-        results["postgres"] = measure(url, events)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    if args.child:
+        _child(args.child, args.batch)
+        return
+    customers = args.customers
+    if args.events:
+        per_customer = EVENTS_PER_CUSTOMER_YEAR * args.months / 12
+        customers = max(1, round(args.events / per_customer))
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    results = run(customers, args.months, engines, batch=args.batch)
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "months": args.months,
+        "batch": args.batch,
         "rebuild": results,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"rebuild-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -13,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Date,
     Row,
+    bindparam,
     case,
     cast,
     delete,
@@ -69,15 +71,7 @@ class MetricsRepository:
     def freshness(self, account: str) -> Freshness:
         """The account's refresh record and whether ledger changes wait for the next one,
         in one round trip (every answer needs both)."""
-        r = MetricsRefresh
-
-        def of(column: Any) -> Any:
-            return select(column).where(r.account == account).scalar_subquery()
-
-        dirty = exists().where(MetricsDirtyDay.account == account)
-        row = self.session.execute(
-            select(of(r.as_of), of(r.refreshed_at), of(r.through), dirty)
-        ).one()
+        row = self.session.execute(_freshness_statement(), {"account": account}).one()
         return Freshness(as_of=row[0], refreshed_at=row[1], through=row[2], stale=bool(row[3]))
 
     def reporting_currencies(self, account: str) -> set[str]:
@@ -97,15 +91,6 @@ class MetricsRepository:
             clauses.append(table.segment.in_(segments))
         return clauses
 
-    @staticmethod
-    def _label(t: Any, labels: dict[str, str | None] | None) -> Any:
-        """`labels` maps segments to their `segment_by` value; without it everything is one
-        label (NULL)."""
-        if labels is None:
-            return cast(null(), SAString)
-        whens = [(t.segment == k, literal(v, SAString)) for k, v in labels.items()]
-        return case(*whens, else_=None) if whens else cast(null(), SAString)
-
     def daily(
         self,
         account: str,
@@ -116,23 +101,14 @@ class MetricsRepository:
         labels: dict[str, str | None] | None = None,
     ) -> Sequence[Row[Any]]:
         """Flows per (label, day) in [start, end), plus one row per label (day NULL) with the
-        sums of every earlier day: the opening balance."""
-        t = MetricsDaily
-        base = (
-            select(
-                self._label(t, labels).label("label"), t.day, *(getattr(t, c) for c in DAILY_SUMS)
-            )
-            .where(*self._where(t, account, currency, segments), t.day < end)
-            .subquery()
-        )
-        sums = [_sum(getattr(base.c, c)).label(c) for c in DAILY_SUMS]
-        opening = select(base.c.label, cast(null(), Date).label("day"), *sums).where(
-            base.c.day < start
-        )
-        period = select(base.c.label, base.c.day, *sums).where(base.c.day >= start)
-        return self.session.execute(
-            opening.group_by(base.c.label).union_all(period.group_by(base.c.label, base.c.day))
-        ).all()
+        sums of every earlier day: the opening balance. `labels` maps segments to their
+        `segment_by` value; without it everything is one label (NULL)."""
+        stmt = _flows(MetricsDaily, segments is not None, labels)
+        params: dict[str, Any] = {"account": account, "currency": currency}
+        params.update(start=start, end=end)
+        if segments is not None:
+            params["segments"] = segments
+        return self.session.execute(stmt, params).all()
 
     def periods(
         self,
@@ -148,33 +124,12 @@ class MetricsRepository:
         per day): rows (label, period_start, *DAILY_SUMS, *PERIOD_SUMS) per period starting
         in [start, end), and per label one opening row (period_start NULL) summing every
         earlier period. `start` must be a period start of `interval`."""
-        t = MetricsPeriod
-        columns = (*DAILY_SUMS, *PERIOD_SUMS)
-        base = (
-            select(
-                self._label(t, labels).label("label"),
-                t.period_start,
-                *(getattr(t, c) for c in columns),
-            )
-            .where(
-                *self._where(t, account, currency, segments),
-                t.interval == interval,
-                t.period_start < end,
-            )
-            .subquery()
-        )
-        sums = [_sum(getattr(base.c, c)).label(c) for c in columns]
-        opening = select(base.c.label, cast(null(), Date).label("period_start"), *sums).where(
-            base.c.period_start < start
-        )
-        period = select(base.c.label, base.c.period_start, *sums).where(
-            base.c.period_start >= start
-        )
-        return self.session.execute(
-            opening.group_by(base.c.label).union_all(
-                period.group_by(base.c.label, base.c.period_start)
-            )
-        ).all()
+        stmt = _flows(MetricsPeriod, segments is not None, labels)
+        params: dict[str, Any] = {"account": account, "currency": currency}
+        params.update(start=start, end=end, interval=interval)
+        if segments is not None:
+            params["segments"] = segments
+        return self.session.execute(stmt, params).all()
 
     def churn_reasons(
         self, account: str, currency: str, segments: list[str] | None, start: date, end: date
@@ -313,6 +268,62 @@ class MetricsStore(MetricsRepository):
         refresh.through = through
         refresh.ledger_rows = rows
         self.session.add(refresh)
+
+
+@cache
+def _freshness_statement() -> Any:
+    r = MetricsRefresh
+
+    def of(column: Any) -> Any:
+        return select(column).where(r.account == bindparam("account")).scalar_subquery()
+
+    dirty = exists().where(MetricsDirtyDay.account == bindparam("account"))
+    return select(of(r.as_of), of(r.refreshed_at), of(r.through), dirty)
+
+
+def _flows(table: Any, segments: bool, labels: dict[str, str | None] | None) -> Any:
+    # Unlabelled statements are built once: building and cache-keying this statement cost
+    # more than PostgreSQL takes to run it.
+    return _flows_statement(table, segments, labels) if labels else _unlabelled(table, segments)
+
+
+@cache
+def _unlabelled(table: Any, segments: bool) -> Any:
+    return _flows_statement(table, segments, None)
+
+
+def _flows_statement(table: Any, segments: bool, labels: dict[str, str | None] | None) -> Any:
+    """Sums per (label, day or period) from `start` to `end`, and per label an opening row
+    (its day or period NULL) summing everything before `start`. Bound parameters: account,
+    currency, start, end, and segments (a list) and interval where they apply."""
+    t = table
+    key = t.day if t is MetricsDaily else t.period_start
+    columns = DAILY_SUMS if t is MetricsDaily else (*DAILY_SUMS, *PERIOD_SUMS)
+    label: Any = cast(null(), SAString)
+    if labels:
+        whens = [(t.segment == k, literal(v, SAString)) for k, v in labels.items()]
+        label = case(*whens, else_=None)
+    where = [
+        t.account == bindparam("account"),
+        t.reporting_currency == bindparam("currency"),
+        key < bindparam("end"),
+    ]
+    if segments:
+        where.append(t.segment.in_(bindparam("segments", expanding=True)))
+    if t is MetricsPeriod:
+        where.append(t.interval == bindparam("interval"))
+    base = (
+        select(label.label("label"), key, *(getattr(t, c) for c in columns))
+        .where(*where)
+        .subquery()
+    )
+    at = base.c[key.key]
+    sums = [_sum(base.c[c]).label(c) for c in columns]
+    opening = select(base.c.label, cast(null(), Date).label(key.key), *sums).where(
+        at < bindparam("start")
+    )
+    period = select(base.c.label, at, *sums).where(at >= bindparam("start"))
+    return opening.group_by(base.c.label).union_all(period.group_by(base.c.label, at))
 
 
 def _sum(column: Any) -> Any:

@@ -22,7 +22,8 @@ async def get_settings_from_app(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
 
 
-def require_api_key(
+# async too: pure computation, and every /v1 read would otherwise pay a threadpool hop.
+async def require_api_key(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:

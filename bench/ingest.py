@@ -148,24 +148,25 @@ def run(
             s.start()
         for s in servers:
             s.wait_up()
-        busy = [s for s in servers if s.projector]
         for r in range(rounds):
             for s in servers:
-                # A projector still draining the last round would load whichever
-                # server is measured next.
-                for other in busy:
-                    other.wait_drained()
-                s.load(seconds, concurrency, prefix=f"r{r}_")
-        for other in busy:
-            other.wait_drained()
+                if not s.projector:
+                    s.load(seconds, concurrency, prefix=f"r{r}_")
+        # Once each, last, and waited for until caught up: a projector still draining
+        # would load whichever server is measured next.
+        for s in servers:
+            if s.projector:
+                s.load(seconds, concurrency, prefix="p_")
+                s.wait_drained()
     finally:
         rss = {s.name: s.stop() for s in servers if s.proc is not None}
     bare = servers[0]
     results: dict[str, dict] = {}
     for s in servers:
-        ratios = [
-            mine["rps"] / base["rps"] for mine, base in zip(s.rounds, bare.rounds, strict=True)
-        ]
+        if s.projector:
+            ratios = [s.rounds[0]["rps"] / statistics.median(r["rps"] for r in bare.rounds)]
+        else:
+            ratios = [m["rps"] / b["rps"] for m, b in zip(s.rounds, bare.rounds, strict=True)]
         result = {
             "rps": round(statistics.median(r["rps"] for r in s.rounds), 1),
             "p50_ms": round(statistics.median(r["p50_ms"] for r in s.rounds), 2),
@@ -177,7 +178,7 @@ def run(
             "server_peak_rss_mb": rss.get(s.name),
         }
         if s.projector:
-            # Time the projector needed after the rounds to catch up with ingest.
+            # Time the projector needed after its round to catch up with ingest.
             result["projector_catch_up_s"] = round(s.drain_seconds, 1)
         if s.database_url:
             # Zero lost events: every acknowledged event is in the store.

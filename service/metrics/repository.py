@@ -9,7 +9,6 @@ from datetime import UTC, date, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import (
     BigInteger,
     Date,
@@ -42,6 +41,8 @@ from service.metrics.models import (
 from service.webhooks.models import StripeEvent
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from jobs.aggregates import Tables
 
 DAILY_SUMS = (
@@ -216,9 +217,13 @@ class MetricsStore(MetricsRepository):
         return list(self.session.scalars(dirty.union(never)))
 
     def _frame(self, stmt: Any) -> pd.DataFrame:
+        import pandas as pd  # the job's alone: the API server need not load it
+
         return pd.read_sql(stmt, self.session.connection())
 
     def ledger_frame(self, account: str) -> pd.DataFrame:
+        import pandas as pd
+
         t = MrrMovement
         frame = self._frame(
             select(
@@ -335,7 +340,7 @@ def _records(frame: pd.DataFrame, extra: dict[str, Any]) -> list[dict[str, Any]]
     """Plain Python values (drivers do not take numpy scalars), datetimes as dates."""
     out = frame.copy()
     for column in out.columns:
-        if pd.api.types.is_datetime64_any_dtype(out[column]):
+        if out[column].dtype.kind == "M":
             out[column] = out[column].dt.date
     out = out.astype(object).where(out.notna(), None)
     return [{**extra, **row} for row in out.to_dict("records")]

@@ -194,13 +194,14 @@ def _peak_rss_mb(pid: int) -> float:
 
 @contextmanager
 def server(url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The service in a uvicorn process of its own (`serve` below), as deployed."""
+    """The service in a uvicorn process of its own, as deployed (projector included)."""
     port = free_port()
-    env = dict(os.environ, DATABASE_URL=url, API_KEYS=API_KEY, PROJECTOR_ENABLED="false",
-               LOG_LEVEL="WARNING")  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.metrics_latency", "--serve", str(port)], env=env
-    )
+    env = dict(os.environ, DATABASE_URL=url, API_KEYS=API_KEY, LOG_LEVEL="WARNING")
+    # uvicorn's own CLI, not this module: its imports (pandas, numpy) would count in the
+    # server's RSS.
+    command = ["-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(port),
+               "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, *command], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -283,26 +284,13 @@ def run(
     return results
 
 
-def serve(port: int) -> None:
-    import uvicorn
-
-    from service.app import create_app
-
-    app = create_app()  # DATABASE_URL, API_KEYS from the environment
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--months", type=int, default=36)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--engines", default="sqlite,postgres")
-    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve(args.serve)
-        return
     engines = tuple(args.engines.split(","))
     results = run(args.customers, args.months, engines, args.requests)
 

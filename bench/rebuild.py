@@ -97,7 +97,7 @@ def _schema_url(schema: str) -> str:
     )
 
 
-def _child(url: str, batch: int) -> None:
+def _child(url: str, batch: int, workers: int) -> None:
     """The measured part, alone in its process: prints customers, seconds and peak RSS."""
     from sqlalchemy.orm import Session
 
@@ -107,7 +107,7 @@ def _child(url: str, batch: int) -> None:
     engine = create_db_engine(url)
     with Session(engine, expire_on_commit=False) as session:
         started = time.perf_counter()
-        customers = rebuild(session, LedgerOptions(), batch=batch)
+        customers = rebuild(session, LedgerOptions(), batch=batch, workers=workers)
         elapsed = time.perf_counter() - started
     engine.dispose()
     print(json.dumps({"customers": customers, "seconds": elapsed, "peak_rss_mb": _peak_rss_mb()}))
@@ -123,9 +123,10 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _measure(url: str, events: int, batch: int) -> dict:
+def _measure(url: str, events: int, batch: int, workers: int) -> dict:
+    argv = [sys.executable, "-m", "bench.rebuild", "--child", url, "--batch", str(batch)]
     out = subprocess.run(
-        [sys.executable, "-m", "bench.rebuild", "--child", url, "--batch", str(batch)],
+        [*argv, "--workers", str(workers)],
         check=True,
         capture_output=True,
         text=True,
@@ -146,6 +147,7 @@ def run(
     engines: tuple[str, ...] = ("sqlite", "postgres"),
     *,
     batch: int = BATCH,
+    workers: int = 1,
 ) -> dict:
     """Per engine: {events, customers, seconds, events_per_s, peak_rss_mb} of a rebuild."""
     urls: dict[str, str] = {}
@@ -170,7 +172,7 @@ def run(
                 conn.commit()
         for engine in made.values():
             engine.dispose()
-        return {name: _measure(url, events, batch) for name, url in urls.items()}
+        return {name: _measure(url, events, batch, workers) for name, url in urls.items()}
     finally:
         if admin is not None:
             with admin.begin() as conn:
@@ -189,21 +191,23 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--engines", default="sqlite,postgres")
     parser.add_argument("--batch", type=int, default=BATCH, help="customers per transaction")
+    parser.add_argument("--workers", type=int, default=1, help="rebuild's worker processes")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.batch)
+        _child(args.child, args.batch, args.workers)
         return
     customers = args.customers
     if args.events:
         per_customer = EVENTS_PER_CUSTOMER_YEAR * args.months / 12
         customers = max(1, round(args.events / per_customer))
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
-    results = run(customers, args.months, engines, batch=args.batch)
+    results = run(customers, args.months, engines, batch=args.batch, workers=args.workers)
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "months": args.months,
         "batch": args.batch,
+        "workers": args.workers,
         "rebuild": results,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

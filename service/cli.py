@@ -87,7 +87,10 @@ def rebuild(
     account: Annotated[
         str | None, typer.Option(help="Only this Connect account ('' for the platform)")
     ] = None,
-    batch: Annotated[int, typer.Option(min=1, help="Customers per commit")] = 200,
+    batch: Annotated[int, typer.Option(min=1, help="Customers per commit")] = 2000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes computing customers (1: in this one)")
+    ] = 1,
 ) -> None:
     """Recompute the whole ledger from the event store (identical to incremental)."""
     import time
@@ -117,6 +120,7 @@ def rebuild(
             settings.ledger_options(),
             account=account,
             batch=batch,
+            workers=workers,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     console.print(f"rebuilt {customers} customers in {time.perf_counter() - started:.1f}s")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from service.kit.time import utc_day
 from service.ledger.fx import FxTable
@@ -57,18 +57,22 @@ class CustomerResult:
     episodes: list[Episode]
 
 
-def decode_events(rows: Iterable[EventRow], now: int) -> list[RawEvent]:
-    """The events the ledger and payment projectors read, each body parsed once.
+def needed_rows(rows: Iterable[EventRow], now: int) -> list[EventRow]:
+    """The rows whose bodies the ledger and payment projectors read.
 
-    Invoice and charge bodies are parsed only for a customer with a failed payment: with
-    none, `build_episodes` finds no episode whatever they say, and they are most events.
+    Invoice and charge bodies only for a customer with a failed payment: with none,
+    `build_episodes` finds no episode whatever they say, and they are most events.
     """
     rows = list(rows)
     wanted = READ_EVENTS if has_failed_payment(rows, now) else LEDGER_EVENTS
+    return [r for r in rows if r.type in wanted]
+
+
+def decode_events(rows: Iterable[EventRow], now: int) -> list[RawEvent]:
+    """The events the projectors read, each body parsed once."""
     return [
         RawEvent(r.event_id, r.type, r.created, decode_object(r.body))
-        for r in rows
-        if r.type in wanted
+        for r in needed_rows(rows, now)
     ]
 
 
@@ -247,3 +251,42 @@ class BulkRows:
                 "projected_at": at,
             }
         )
+
+
+# --- computing in worker processes ------------------------------------------------------
+
+
+class StoredEvent(NamedTuple):
+    event_id: str
+    type: str
+    created: int
+    body: bytes
+
+
+# Set once per worker process by `init_worker`: the same for every customer of a rebuild.
+_worker: dict[str, Any] = {}
+
+
+def init_worker(now: int, past_due_grace_days: int | None, fx: FxTable) -> None:
+    _worker.update(now=now, grace=past_due_grace_days, fx=fx)
+
+
+def compute_chunk(
+    account: str, customers: list[tuple[str, list[tuple[str, str, int, bytes]]]]
+) -> list[tuple[str, CustomerRows]]:
+    """`project_rows` for several customers, in a worker of `rebuild`'s process pool."""
+    now, grace, fx = _worker["now"], _worker["grace"], _worker["fx"]
+    return [
+        (
+            customer_id,
+            project_rows(
+                account,
+                customer_id,
+                [StoredEvent(*r) for r in rows],
+                now=now,
+                past_due_grace_days=grace,
+                fx=fx,
+            ),
+        )
+        for customer_id, rows in customers
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 from fractions import Fraction
+from functools import lru_cache
 
 from service.stripe_shapes import (
     CouponSnapshot,
@@ -31,8 +32,14 @@ _MONTHS_PER_UNIT: Mapping[str, Fraction] = {
 
 
 def _months_per_period(price: PriceSnapshot) -> Fraction | None:
-    unit = _MONTHS_PER_UNIT.get(price.interval or "")
-    return unit * price.interval_count if unit is not None else None
+    return _months(price.interval or "", price.interval_count)
+
+
+@lru_cache(maxsize=256)
+def _months(interval: str, count: int) -> Fraction | None:
+    # Cached: a handful of (interval, count) pairs, asked for every item of every snapshot.
+    unit = _MONTHS_PER_UNIT.get(interval)
+    return unit * count if unit is not None else None
 
 
 def _is_licensed(item: ItemSnapshot) -> bool:
@@ -126,8 +133,17 @@ def unpriced_items(sub: SubscriptionSnapshot) -> list[ItemSnapshot]:
     return [
         item
         for item in sub.items
-        if item.price is None or (_is_licensed(item) and _item_monthly(item, sub.currency) is None)
+        if item.price is None or (_is_licensed(item) and not _priceable(item, sub.currency))
     ]
+
+
+def _priceable(item: ItemSnapshot, currency: str) -> bool:
+    """`_item_monthly(item, currency) is not None`, without its fraction arithmetic."""
+    return (
+        item.price is not None
+        and _months_per_period(item.price) is not None
+        and _invoice_amount(item.price, item.quantity, currency) is not None
+    )
 
 
 def missing_discount_ids(

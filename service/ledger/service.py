@@ -8,20 +8,28 @@ path and cannot disagree. Services only flush; the caller's edge commits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from itertools import groupby
 from operator import attrgetter
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from service.kit.time import now_ts
 from service.ledger.compute import (
-    READ_EVENTS,
+    LEDGER_EVENTS,
     BulkRows,
     CustomerRows,
+    compute_chunk,
     compute_customer,
     customer_rows,
+    init_worker,
+    needed_rows,
+    project_rows,
 )
 from service.ledger.fx import FxQuote, FxTable
 from service.ledger.models import MrrMovement, SubscriptionState
@@ -42,6 +50,7 @@ from service.ledger.schemas import (
 )
 from service.ledger.timeline import Projection
 from service.metrics.repository import MetricsStore
+from service.payments.episodes import FAILED, PAYMENT_EVENTS
 from service.payments.service import write_payments
 
 log = logging.getLogger("churn_ledger.ledger")
@@ -110,6 +119,9 @@ def project_pending(
     return done
 
 
+POOL_CHUNK = 50  # customers per task sent to a worker process
+
+
 def rebuild(
     session: Session,
     options: LedgerOptions,
@@ -118,14 +130,18 @@ def rebuild(
     batch: int = 200,
     progress: Callable[[int, int], None] | None = None,
     now: int | None = None,
+    workers: int = 1,
 ) -> int:
     """Recompute every customer (of `account`, or all) from the event store; returns
     customers projected. Same results as projecting each customer incrementally.
 
     A job is its own edge: each batch of `batch` customers is one transaction that locks
-    them, reads their events in one query, computes them in Python and replaces their rows
-    in bulk. A failed or interrupted rebuild leaves every customer either rebuilt or as it
-    was (never missing), and the ledger stays readable while it runs.
+    them, reads their events in one query, computes them and replaces their rows in bulk.
+    A failed or interrupted rebuild leaves every customer either rebuilt or as it was
+    (never missing), and the ledger stays readable while it runs. With `workers` > 1 the
+    computation runs in that many processes: measured on 2 cores, about 1.3x faster when
+    the events are already handled, no faster on a never-projected store (marking every
+    event handled is then most of the time, and is serial).
     """
     now = now_ts() if now is None else now
     repo = LedgerRepository(session)
@@ -134,58 +150,129 @@ def rebuild(
     fx = repo.fx_table(options.reporting_currency)
     session.commit()
     total = len(customers)
-    dirty: dict[str, set[date]] = {}  # days already marked by an earlier batch
-    for start in range(0, total, batch):
-        by_account: dict[str, list[str]] = {}
-        for acct, customer_id in customers[start : start + batch]:
-            by_account.setdefault(acct, []).append(customer_id)
-        for acct, ids in by_account.items():
-            _rebuild_customers(session, acct, ids, options, now, fx, dirty.setdefault(acct, set()))
-        session.commit()
-        session.expunge_all()
-        if progress:
-            progress(min(start + batch, total), total)
+    with _pool(workers, now, options.past_due_grace_days, fx) as pool:
+        job = _Rebuild(session, now, options.past_due_grace_days, fx, pool)
+        for start in range(0, total, batch):
+            by_account: dict[str, list[str]] = {}
+            for acct, customer_id in customers[start : start + batch]:
+                by_account.setdefault(acct, []).append(customer_id)
+            for acct, ids in by_account.items():
+                job.customers(acct, ids)
+            session.commit()
+            session.expunge_all()
+            if progress:
+                progress(min(start + batch, total), total)
     return total
 
 
-def _rebuild_customers(
-    session: Session,
-    account: str,
-    customer_ids: list[str],
-    options: LedgerOptions,
-    now: int,
-    fx: FxTable,
-    dirty: set[date],
-) -> None:
-    """Rebuild these customers (sorted) of one account, in the caller's transaction."""
-    repo = LedgerRepository(session)
-    # The same per-customer lock as project_customer, taken before reading: a worker
-    # projecting one of them waits for this batch to commit, then sees its result.
-    repo.lock_customers(account, customer_ids)
-    handled_at = datetime.now(UTC)
-    # Marked before they are read: every event marked is among those read (an event
-    # stored in between is read too and projected twice, which changes nothing).
-    repo.mark_customers_handled(account, customer_ids, handled_at)
-    out = BulkRows()
-    wanted = set(customer_ids)
-    seen: set[str] = set()
-    grace = options.past_due_grace_days
-    for customer_id, rows in groupby(
-        repo.events_of_range(account, customer_ids[0], customer_ids[-1], READ_EVENTS),
-        key=attrgetter("customer_id"),
-    ):
-        if customer_id not in wanted:
-            continue  # first seen after the customer list was taken: the worker's
-        seen.add(customer_id)
-        result = compute_customer(rows, now=now, past_due_grace_days=grace)
-        out.add(account, customer_id, customer_rows(account, customer_id, result, fx), handled_at)
-    for customer_id in wanted - seen:  # only events no projector reads: empty rows
-        out.add(account, customer_id, CustomerRows(), handled_at)
-    old_days = repo.delete_customers_rows(account, customer_ids)
-    repo.insert_bulk(out)
-    days = (old_days | {m["day"] for m in out.movements}) - dirty
-    MetricsStore(session).mark_dirty(account, sorted(days))
-    dirty.update(days)
+@contextmanager
+def _pool(
+    workers: int, now: int, grace: int | None, fx: FxTable
+) -> Iterator[ProcessPoolExecutor | None]:
+    if workers <= 1:
+        yield None
+        return
+    # fork: workers start at once with every module already imported, and never re-run
+    # the caller's main script (spawn would, breaking callers without a main guard). They
+    # only compute: the connections they inherit are never used, and they end with
+    # os._exit, so no finalizer closes them.
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=init_worker, initargs=(now, grace, fx)
+    )
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+class _Rebuild:
+    def __init__(
+        self,
+        session: Session,
+        now: int,
+        grace: int | None,
+        fx: FxTable,
+        pool: ProcessPoolExecutor | None,
+    ) -> None:
+        self.session = session
+        self.repo = LedgerRepository(session)
+        self.now, self.grace, self.fx, self.pool = now, grace, fx, pool
+        self.dirty: dict[str, set[date]] = {}  # days marked by an earlier batch
+
+    def customers(self, account: str, customer_ids: list[str]) -> None:
+        """Rebuild these customers (sorted) of one account, in the caller's transaction."""
+        repo = self.repo
+        # The same per-customer lock as project_customer, taken before reading: a worker
+        # projecting one of them waits for this batch to commit, then sees its result.
+        repo.lock_customers(account, customer_ids)
+        handled_at = datetime.now(UTC)
+        # Every event marked handled must be among those read. On PostgreSQL, receivers
+        # keep storing events meanwhile: mark first, then read (one stored in between is
+        # read too, and projected again later, which changes nothing). On SQLite the lock
+        # above holds the database write lock, so nothing is stored in between: read
+        # first, from pages the marking has not yet rewritten.
+        mark_first = not repo.holds_write_lock
+        if mark_first:
+            repo.mark_customers_handled(account, customer_ids, handled_at)
+        wanted = set(customer_ids)
+        # Invoice and charge events only for customers with a failed payment: the same
+        # rule as needed_rows, so most of them never leave the database.
+        stream = repo.events_of_range(
+            account,
+            customer_ids[0],
+            customer_ids[-1],
+            types=LEDGER_EVENTS,
+            flagged_types=PAYMENT_EVENTS,
+            flag_type=FAILED,
+            flag_until=self.now,
+        )
+        groups = (
+            (customer_id, list(rows))
+            for customer_id, rows in groupby(stream, key=attrgetter("customer_id"))
+            # One first seen after the customer list was taken is left to the worker.
+            if customer_id in wanted
+        )
+        out = BulkRows()
+        seen: set[str] = set()
+        for customer_id, rows in self._computed(account, groups):
+            seen.add(customer_id)
+            out.add(account, customer_id, rows, handled_at)
+        if not mark_first:
+            repo.mark_customers_handled(account, customer_ids, handled_at)
+        for customer_id in wanted - seen:  # only events no projector reads: empty rows
+            out.add(account, customer_id, CustomerRows(), handled_at)
+        old_days = repo.delete_customers_rows(account, customer_ids)
+        repo.insert_bulk(out)
+        dirty = self.dirty.setdefault(account, set())
+        days = (old_days | {m["day"] for m in out.movements}) - dirty
+        MetricsStore(self.session).mark_dirty(account, sorted(days))
+        dirty.update(days)
+
+    def _computed(
+        self, account: str, groups: Iterable[tuple[str, list[Any]]]
+    ) -> Iterator[tuple[str, CustomerRows]]:
+        if self.pool is None:
+            for customer_id, rows in groups:
+                yield customer_id, project_rows(
+                    account, customer_id, rows, now=self.now,
+                    past_due_grace_days=self.grace, fx=self.fx,
+                )  # fmt: skip
+            return
+        # Every task is submitted while the events stream in, then results are collected
+        # in order; only the bodies the projectors read cross the process boundary.
+        futures = []
+        chunk: list[tuple[str, list[tuple[str, str, int, bytes]]]] = []
+        for customer_id, rows in groups:
+            needed = [(r.event_id, r.type, r.created, r.body) for r in needed_rows(rows, self.now)]
+            chunk.append((customer_id, needed))
+            if len(chunk) >= POOL_CHUNK:
+                futures.append(self.pool.submit(compute_chunk, account, chunk))
+                chunk = []
+        if chunk:
+            futures.append(self.pool.submit(compute_chunk, account, chunk))
+        for future in futures:
+            yield from future.result()
 
 
 # --- reads and FX -----------------------------------------------------------------------

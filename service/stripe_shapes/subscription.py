@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from service.stripe_shapes.discount import DiscountSnapshot, read_discount
 from service.stripe_shapes.fields import (
     as_mapping,
@@ -98,6 +100,25 @@ def _discount_refs(
     return tuple(embedded), tuple(i for i in bare if i not in known)
 
 
+_PRICES: dict[bytes, PriceSnapshot] = {}
+_PRICES_MAX = 4096
+
+
+def _read_price_cached(raw: Mapping[str, Any]) -> PriceSnapshot:
+    """`read_price`, remembered by the price's JSON: every snapshot of every subscription on
+    a price repeats the same object, and a snapshot depends on nothing else."""
+    try:
+        key = orjson.dumps(raw)
+    except TypeError:  # not plain JSON (a test's Mapping, an int past 64 bits): no cache
+        return read_price(raw)
+    found = _PRICES.get(key)
+    if found is None:
+        if len(_PRICES) >= _PRICES_MAX:
+            _PRICES.clear()
+        found = _PRICES[key] = read_price(raw)
+    return found
+
+
 def _read_item(obj: Mapping[str, Any]) -> ItemSnapshot:
     raw_price = obj.get("price")
     if not is_mapping(raw_price):
@@ -105,7 +126,7 @@ def _read_item(obj: Mapping[str, Any]) -> ItemSnapshot:
     discounts, discount_ids = _discount_refs(obj.get("discounts"))
     return ItemSnapshot(
         id=get_str(obj, "id"),
-        price=read_price(raw_price) if is_mapping(raw_price) else None,
+        price=_read_price_cached(raw_price) if is_mapping(raw_price) else None,
         quantity=get_int(obj, "quantity"),
         discounts=discounts,
         discount_ids=discount_ids,

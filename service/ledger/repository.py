@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Row, and_, delete, func, or_, select, update
+from sqlalchemy import Row, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.kit.sql import insert_for
@@ -370,17 +370,6 @@ class LedgerRepository:
             )
             .values(attempts=StripeEvent.attempts + 1, last_error=error[:2000])
         )
-
-    def reset_for_rebuild(self, account: str | None) -> None:
-        for model in (*DERIVED, LedgerCustomer):
-            stmt = delete(model)
-            if account is not None:
-                stmt = stmt.where(model.account == account)
-            self.session.execute(stmt)
-        reset = update(StripeEvent).values(handled_at=None, attempts=0, last_error=None)
-        if account is not None:
-            reset = reset.where(StripeEvent.account == account)
-        self.session.execute(reset)
 
     # --- writing one customer's projection ----------------------------------------------
 

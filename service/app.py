@@ -97,9 +97,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     sqlite = engine.dialect.name == "sqlite"
     # In-process writers of one SQLite database take turns (see service/kit/gate.py).
     app.state.write_gate = WriteGate() if sqlite else None
-    app.state.event_writer = EventWriter.for_engine(
-        app.state.sessionmaker, engine.dialect.name, app.state.write_gate
-    )
+    app.state.event_writer = EventWriter.for_engine(engine, app.state.write_gate)
     # Called after a webhook's event is committed (the projector wakes up on it).
     app.state.event_stored_hooks = []
     app.state.projector = None

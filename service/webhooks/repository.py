@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from service.kit.sql import insert_for
+from service.kit.sql import dialect_name, insert_for
 from service.webhooks.models import StripeEvent
 
 _INSERT_IF_NEW: dict[str, Any] = {}
@@ -15,7 +15,9 @@ _INSERT_MANY_IF_NEW: dict[str, Any] = {}
 
 
 class StripeEventRepository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session | Connection) -> None:
+        # A Connection too: the receiver's writer keeps one per thread (no pool
+        # checkout, and on PostgreSQL no BEGIN/COMMIT round trips, per batch).
         self.session = session
 
     def insert_if_new(self, values: dict[str, Any]) -> int | None:
@@ -24,7 +26,7 @@ class StripeEventRepository:
         ON CONFLICT DO NOTHING rather than check-then-insert: two receivers handed the
         same event at once must store it once without either failing.
         """
-        dialect = self.session.get_bind().dialect.name
+        dialect = dialect_name(self.session)
         stmt = _INSERT_IF_NEW.get(dialect)
         if stmt is None:
             # Built once per dialect, with parameters bound at execution: the receiver's
@@ -41,7 +43,7 @@ class StripeEventRepository:
     def insert_many_if_new(self, rows: list[dict[str, Any]]) -> list[int | None]:
         """`insert_if_new` for a batch, in one statement: the new row id of each row, or
         None where (account, event_id) existed already, or earlier in the same batch."""
-        dialect = self.session.get_bind().dialect.name
+        dialect = dialect_name(self.session)
         stmt = _INSERT_MANY_IF_NEW.get(dialect)
         if stmt is None:
             table = StripeEvent.__table__

@@ -18,7 +18,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from service.kit.errors import UNAVAILABLE_ERRORS
 from service.kit.gate import WriteGate
@@ -37,27 +38,29 @@ class _Job:
 class EventWriter:
     def __init__(
         self,
-        session_factory: sessionmaker[Session],
+        engine: Engine,
         *,
         threads: int = 1,
         max_batch: int = 256,
         gate: WriteGate | None = None,
     ) -> None:
-        self._factory = session_factory
+        self._engine = engine
+        # PostgreSQL: one multi-row INSERT in autocommit is atomic by itself, and saves
+        # the BEGIN and COMMIT round trips. SQLite keeps its transaction (our own BEGIN).
+        self._autocommit = engine.dialect.name == "postgresql"
         self._gate = gate or contextlib.nullcontext()
         self._threads_wanted = threads
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     @classmethod
-    def for_engine(
-        cls, session_factory: sessionmaker[Session], dialect: str, gate: WriteGate | None
-    ) -> EventWriter:
+    def for_engine(cls, engine: Engine, gate: WriteGate | None) -> EventWriter:
         # SQLite has one write lock: a second writer would only wait for it. PostgreSQL
         # takes the next batch's rows while the previous batch's commit is being flushed.
-        return cls(session_factory, threads=1 if dialect == "sqlite" else 2, gate=gate)
+        return cls(engine, threads=1 if engine.dialect.name == "sqlite" else 2, gate=gate)
 
     async def store(self, values: dict[str, Any]) -> int | None:
         """Insert unless (account, event_id) exists, committed: new row id or None."""
@@ -93,6 +96,15 @@ class EventWriter:
             thread.join(timeout)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def _loop(self) -> None:
         while True:
             job = self._queue.get()
             if job is None:
@@ -114,11 +126,8 @@ class EventWriter:
 
     def _write(self, batch: list[_Job]) -> None:
         try:
-            with self._gate, self._factory() as session:
-                ids = StripeEventRepository(session).insert_many_if_new(
-                    [job.values for job in batch]
-                )
-                session.commit()
+            with self._gate:
+                ids = self._insert([job.values for job in batch])
         except UNAVAILABLE_ERRORS as exc:
             # The database itself is away: every row would fail alike, so the whole
             # batch answers 503 at once rather than each row timing out in turn.
@@ -133,6 +142,39 @@ class EventWriter:
                 self._write([job])
         else:
             _resolve(batch, ids, None)
+
+    def _connection(self) -> Connection:
+        # One connection per writer thread for its lifetime: no pool checkout (and no
+        # pre-ping round trip) per batch.
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._engine.connect()
+            if self._autocommit:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            self._local.conn = conn
+        return conn
+
+    def _insert(self, rows: list[dict[str, Any]]) -> list[int | None]:
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                ids = StripeEventRepository(conn).insert_many_if_new(rows)
+                conn.commit()
+                return ids
+            except DBAPIError as exc:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                # A connection that died while idle (the database restarted): once more
+                # on a new one. Rows a dying statement did commit come back as
+                # duplicates, which is still stored-and-acknowledged.
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                raise
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                raise
+        raise AssertionError("unreachable")
 
 
 def _resolve(batch: list[_Job], ids: list[int | None] | None, exc: BaseException | None) -> None:

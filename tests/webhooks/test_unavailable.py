@@ -5,13 +5,16 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.orm import Session
 
 from service.app import create_app
 from service.db import create_db_engine
+from service.webhooks.dependencies import get_event_writer
 from service.webhooks.models import StripeEvent
+from service.webhooks.writer import EventWriter
 from tests.conftest import Database, make_settings
 from tests.signing import event_body, signed_headers
 from tests.webhooks.test_endpoints import make_event
@@ -58,12 +61,15 @@ class TestDatabaseUnavailable:
 
         if backend == "postgresql":
             admin = create_db_engine(db.url)
+            down = [True]
 
-            @event.listens_for(db.engine, "after_cursor_execute")
+            # The server drops the connection as the INSERT is sent, every time (the
+            # writer's one retry on a new connection included), until it is "back".
+            @event.listens_for(db.engine, "before_cursor_execute")
             def kill(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-                if statement.startswith("INSERT INTO stripe_events") and not killed:
+                if statement.startswith("INSERT INTO stripe_events") and down[0]:
                     killed.append(True)
-                    pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                    pid = cursor.connection.info.backend_pid
                     with admin.begin() as other:
                         other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         else:
@@ -87,7 +93,8 @@ class TestDatabaseUnavailable:
             blocker.execute("ROLLBACK")
             blocker.close()
         else:
-            assert killed == [True]
+            assert killed == [True, True]
+            down[0] = False
         assert count_events(db) == 0
 
         # Stripe retries the same event later; the database is back: stored once.
@@ -95,3 +102,36 @@ class TestDatabaseUnavailable:
         assert retry.status_code == 200, retry.text
         assert retry.json() == {"received": True, "duplicate": False}
         assert count_events(db) == 1
+
+    def test_connection_dropped_while_idle(self, fresh_database: Database, backend: str):
+        """The database restarts between two webhooks: the writer's kept connection is
+        dead; the next webhook is still stored, on a new connection, without a 503."""
+        if backend != "postgresql":
+            pytest.skip("SQLite has no server connection to lose")
+        db = fresh_database
+        app = create_app(make_settings(db.url), db.engine)
+        # One writer thread, so that the connection killed is the one used next.
+        writer = EventWriter(db.engine, threads=1)
+        app.dependency_overrides[get_event_writer] = lambda: writer
+        client = TestClient(app, raise_server_exceptions=False)
+        first = event_body(make_event(event_id="evt_before"))
+        assert client.post(URL, content=first, headers=signed_headers(first)).status_code == 200
+        admin = create_db_engine(db.url)
+        with admin.begin() as conn:
+            # Every backend of this schema's test database but our own: the writer's.
+            killed = conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE pid <> pg_backend_pid() AND datname = current_database() "
+                    "AND application_name = '' AND backend_type = 'client backend' "
+                    "AND state = 'idle'"
+                )
+            ).all()
+        admin.dispose()
+        assert killed and all(ok for (ok,) in killed)
+        second = event_body(make_event(event_id="evt_after"))
+        response = client.post(URL, content=second, headers=signed_headers(second))
+        assert response.status_code == 200, response.text
+        assert response.json() == {"received": True, "duplicate": False}
+        assert count_events(db) == 2
+        writer.stop()

@@ -12,7 +12,6 @@ from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from service.db import make_sessionmaker
 from service.webhooks.models import StripeEvent
 from service.webhooks.schemas import parse_event
 from service.webhooks.service import event_row
@@ -61,7 +60,7 @@ class WriteLock:
 
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
 def writer(fresh_database: Database, request: pytest.FixtureRequest) -> Iterator[EventWriter]:
-    w = EventWriter(make_sessionmaker(fresh_database.engine), threads=request.param)
+    w = EventWriter(fresh_database.engine, threads=request.param)
     yield w
     w.stop()
 

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 from service.kit.sql import dialect_name, insert_for
 from service.webhooks.models import StripeEvent
 
-_INSERT_IF_NEW: dict[str, Any] = {}
 _INSERT_MANY_IF_NEW: dict[str, Any] = {}
 
 
@@ -26,19 +25,7 @@ class StripeEventRepository:
         ON CONFLICT DO NOTHING rather than check-then-insert: two receivers handed the
         same event at once must store it once without either failing.
         """
-        dialect = dialect_name(self.session)
-        stmt = _INSERT_IF_NEW.get(dialect)
-        if stmt is None:
-            # Built once per dialect, with parameters bound at execution: the receiver's
-            # hot path then skips statement construction and cache-key work.
-            table = StripeEvent.__table__
-            stmt = (
-                insert_for(self.session, table)
-                .on_conflict_do_nothing(index_elements=["account", "event_id"])
-                .returning(table.c.id)
-            )
-            _INSERT_IF_NEW[dialect] = stmt
-        return self.session.execute(stmt, values).scalar_one_or_none()
+        return self.insert_many_if_new([values])[0]
 
     def insert_many_if_new(self, rows: list[dict[str, Any]]) -> list[int | None]:
         """`insert_if_new` for a batch, in one statement: the new row id of each row, or
@@ -46,6 +33,8 @@ class StripeEventRepository:
         dialect = dialect_name(self.session)
         stmt = _INSERT_MANY_IF_NEW.get(dialect)
         if stmt is None:
+            # Built once per dialect, with parameters bound at execution: the receiver's
+            # hot path then skips statement construction and cache-key work.
             table = StripeEvent.__table__
             stmt = (
                 insert_for(self.session, table)

@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session
 
 from jobs.history import SYNTHETIC_PREFIXES, FirstReal, SyntheticEvent, is_synthetic
 from jobs.invoice_lines import invoice_subscription
-from service.kit.sql import insert_for
 from service.ledger.timeline import SUBSCRIPTION_EVENTS
 from service.webhooks.models import EventSource, StripeEvent
+from service.webhooks.repository import StripeEventRepository
 from service.webhooks.schemas import parse_event
+from service.webhooks.service import event_row
 
 
 def fetched_envelope(event: Mapping[str, Any], account: str) -> dict[str, Any]:
@@ -53,42 +54,21 @@ def store_envelopes(
 ) -> int:
     """Store events unless already stored; how many were new (flush only).
 
-    The same row as `service.webhooks.service.store_event` writes, and the same validation
-    (`parse_event`), but one multi-row INSERT per page: a 10,000-subscription account is
-    some 100,000 events.
+    The same row as `service.webhooks.service.store_event` writes (`event_row`), and the
+    same validation (`parse_event`), but one multi-row INSERT per page: a
+    10,000-subscription account is some 100,000 events.
     """
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
     received_at = datetime.now(UTC)
+    rows = []
     for envelope in envelopes:
         body = json.dumps(envelope, separators=(",", ":")).encode()
-        event = parse_event(body)
-        rows.setdefault(
-            (event.account or "", event.id),
-            {
-                "account": event.account or "",
-                "event_id": event.id,
-                "type": event.type,
-                "api_version": event.api_version,
-                "livemode": event.livemode,
-                "created": event.created,
-                "object_type": event.object_type,
-                "object_id": event.object_id,
-                "customer_id": event.customer_id,
-                "source": source,
-                "body": body,
-                "received_at": received_at,
-            },
-        )  # first wins, as ON CONFLICT DO NOTHING would
+        rows.append(event_row(body, parse_event(body), source=source, received_at=received_at))
     if not rows:
         return 0
-    # executemany: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues") from
-    # one cached statement, RETURNING only the rows that were new.
-    stmt = (
-        insert_for(session, StripeEvent)
-        .on_conflict_do_nothing(index_elements=["account", "event_id"])
-        .returning(StripeEvent.id)
-    )
-    return len(session.execute(stmt, list(rows.values())).all())
+    # The receiver's own multi-row insert: duplicates within the page and already
+    # stored events come back as None (first wins, as ON CONFLICT DO NOTHING would).
+    ids = StripeEventRepository(session).insert_many_if_new(rows)
+    return sum(row_id is not None for row_id in ids)
 
 
 def first_real_events(

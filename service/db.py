@@ -1,11 +1,13 @@
 """Engine, sessions and the migration check.
 
-The request's session dependency is the one place that commits: services only flush.
+The request's session dependency is the one place that commits for a request (the
+webhook receiver's edge is its writer thread, service/webhooks/writer.py): services only
+flush.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -121,22 +123,11 @@ def ensure_migrated(engine: Engine) -> None:
 # --- request sessions -------------------------------------------------------------------
 
 
-def after_commit(session: Session, callback: Callable[[], None]) -> None:
-    """Run `callback` once the edge has committed (metrics, logs, waking the projector)."""
-    session.info.setdefault("after_commit", []).append(callback)
-
-
-def commit(session: Session) -> None:
-    session.commit()
-    for callback in session.info.pop("after_commit", []):
-        callback()
-
-
 def get_session(request: Request) -> Iterator[Session]:
     session: Session = request.app.state.sessionmaker()
     try:
         yield session
-        commit(session)
+        session.commit()
     except BaseException:
         session.rollback()
         raise

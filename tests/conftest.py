@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service.app import create_app
-from service.db import commit, create_db_engine, get_session, upgrade
+from service.db import create_db_engine, get_session, upgrade
 from service.settings import Settings
 from service.webhooks.dependencies import get_event_writer
 from service.webhooks.repository import StripeEventRepository
@@ -151,7 +151,7 @@ class SessionEventWriter:
 
     async def store(self, values: dict[str, object]) -> int | None:
         row_id = StripeEventRepository(self.session).insert_many_if_new([values])[0]
-        commit(self.session)
+        self.session.commit()
         return row_id
 
 
@@ -162,7 +162,7 @@ def app(settings: Settings, engine: Engine, db_session: Session) -> FastAPI:
     def _session() -> Iterator[Session]:
         try:
             yield db_session
-            commit(db_session)
+            db_session.commit()
         except BaseException:
             db_session.rollback()
             raise

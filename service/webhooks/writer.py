@@ -161,18 +161,14 @@ class EventWriter:
                 ids = StripeEventRepository(conn).insert_many_if_new(rows)
                 conn.commit()
                 return ids
-            except DBAPIError as exc:
+            except BaseException as exc:
                 with contextlib.suppress(Exception):
                     conn.rollback()
                 # A connection that died while idle (the database restarted): once more
                 # on a new one. Rows a dying statement did commit come back as
                 # duplicates, which is still stored-and-acknowledged.
-                if attempt == 1 and exc.connection_invalidated:
+                if attempt == 1 and isinstance(exc, DBAPIError) and exc.connection_invalidated:
                     continue
-                raise
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    conn.rollback()
                 raise
         raise AssertionError("unreachable")
 

@@ -101,8 +101,8 @@ def _child(url: str, batch: int, workers: int) -> None:
     """The measured part, alone in its process: prints customers, seconds and peak RSS."""
     from sqlalchemy.orm import Session
 
-    from service.ledger.options import LedgerOptions
-    from service.ledger.service import rebuild
+    from service.projector.service import rebuild
+    from service.settings import LedgerOptions
 
     engine = create_db_engine(url)
     with Session(engine, expire_on_commit=False) as session:

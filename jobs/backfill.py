@@ -38,8 +38,8 @@ from jobs.event_io import (
 from jobs.history import SyntheticEvent, discount_events, reconstruct
 from jobs.stripe_client import StripeApi
 from service.kit.time import DAY_S, now_ts
-from service.ledger.options import LedgerOptions
-from service.ledger.service import project_pending
+from service.projector.service import project_pending
+from service.settings import LedgerOptions
 from service.stripe_shapes.fields import as_mapping, expandable_id, get_int
 from service.sync.repository import SyncRepository
 from service.webhooks.models import EventSource

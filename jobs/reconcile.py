@@ -29,9 +29,9 @@ from jobs.stripe_client import StripeApi
 from service.kit.time import now_ts
 from service.ledger.models import SubscriptionState
 from service.ledger.mrr import subscription_mrr
-from service.ledger.options import LedgerOptions
-from service.ledger.service import project_pending
 from service.ledger.timeline import TERMINAL_STATUSES
+from service.projector.service import project_pending
+from service.settings import LedgerOptions
 from service.stripe_shapes import read_subscription
 from service.sync.models import ReconcileRun
 from service.sync.repository import SyncRepository

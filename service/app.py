@@ -20,12 +20,12 @@ from service.db import (
 from service.kit.errors import install_error_handlers
 from service.kit.gate import WriteGate
 from service.ledger.endpoints import router as ledger_router
-from service.ledger.worker import ProjectorWorker
 from service.metrics.endpoints import router as metrics_router
 from service.ops.endpoints import router as ops_router
 from service.ops.telemetry import Telemetry, TimingMiddleware
 from service.payments.endpoints import router as payments_router
 from service.payments.sender import AlertSender
+from service.projector.worker import ProjectorWorker
 from service.settings import Settings, get_settings
 from service.webhooks.endpoints import router as webhooks_router
 from service.webhooks.writer import EventWriter

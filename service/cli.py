@@ -98,7 +98,7 @@ def rebuild(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
     from sqlalchemy.orm import Session
 
-    from service.ledger.service import rebuild as rebuild_ledger
+    from service.projector.service import rebuild as rebuild_ledger
 
     settings = get_settings()
     engine = create_db_engine(settings.database_url)
@@ -159,8 +159,8 @@ def worker(poll: Annotated[float, typer.Option(help="Seconds between polls")] = 
     import signal
 
     from service.db import make_sessionmaker
-    from service.ledger.worker import ProjectorWorker
     from service.ops.telemetry import configure_logging
+    from service.projector.worker import ProjectorWorker
 
     settings = get_settings()
     configure_logging(settings.log_level)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.ledger.options import LedgerOptions
+
+@dataclass(frozen=True, slots=True)
+class LedgerOptions:
+    """The settings the projector depends on, as a plain value (tests build it directly)."""
+
+    reporting_currency: str = "usd"
+    past_due_grace_days: int | None = None
+    max_attempts: int = 10
+
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/churn-ledger.db"
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+
+T = TypeVar("T")
+IN_CHUNK = 1000  # values per IN list: far below SQLite's and psycopg's parameter limits
+
+
+def chunks(items: Sequence[T], size: int = 500) -> Iterable[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def dialect_name(executor: Session | Connection) -> str:

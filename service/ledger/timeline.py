@@ -8,14 +8,10 @@ projection (design §1, §3, §4).
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
-
-import orjson
 
 from service.kit.time import DAY_S, utc_day
 from service.ledger.models import ChurnReason, Movement
@@ -26,44 +22,13 @@ from service.stripe_shapes import (
     read_discount,
     read_subscription,
 )
+from service.stripe_shapes.events import DISCOUNT_EVENTS, SUBSCRIPTION_EVENTS, RawEvent
 
-SUBSCRIPTION_EVENTS = frozenset(
-    {
-        "customer.subscription.created",
-        "customer.subscription.updated",
-        "customer.subscription.deleted",
-        "customer.subscription.paused",
-        "customer.subscription.resumed",
-        "customer.subscription.pending_update_applied",
-        "customer.subscription.pending_update_expired",
-    }
-)
-DISCOUNT_EVENTS = frozenset(
-    {"customer.discount.created", "customer.discount.updated", "customer.discount.deleted"}
-)
 TERMINAL_STATUSES = frozenset({"canceled", "incomplete_expired"})
 INVOLUNTARY_CANCEL_REASONS = frozenset({"payment_failed", "payment_disputed"})
 DUNNING_STATUSES = frozenset({"past_due", "unpaid"})
 # [first failed payment, end of dunning] in unix s, inclusive; end None while still open.
 DunningWindow = tuple[int, int | None]
-
-
-@dataclass(frozen=True, slots=True)
-class RawEvent:
-    event_id: str
-    type: str
-    created: int
-    obj: Mapping[str, Any]
-
-
-def decode_object(body: bytes) -> Mapping[str, Any]:
-    """`data.object` of a stored event body (validated as an event on receipt)."""
-    try:
-        return orjson.loads(body)["data"]["object"]
-    except orjson.JSONDecodeError:
-        # What orjson refuses and the stdlib reads (integers past 64 bits, NaN): the
-        # receiver's validation let it in, so projection must read it too.
-        return json.loads(body)["data"]["object"]
 
 
 @dataclass(frozen=True, slots=True)

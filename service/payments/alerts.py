@@ -26,7 +26,7 @@ from service.kit.time import now_ts
 from service.ledger.repository import LedgerRepository
 from service.payments.episodes import Episode
 from service.payments.models import AlertStatus, Outcome, PaymentAlert
-from service.payments.repository import PaymentRepository
+from service.payments.repository import AlertRepository, PaymentRepository
 from service.payments.risk import mrr_at_risk
 from service.settings import Settings
 
@@ -167,7 +167,7 @@ def check_mrr_at_risk(session: Session, config: AlertConfig, *, now: int | None 
                 "unconverted_subscriptions": risk.unconverted,
             }
             key = f"mrr_at_risk:{state.crossings}"
-            repo.enqueue_alerts([_row(account, key, type_, now, payload)])
+            AlertRepository(session).enqueue_alerts([_row(account, key, type_, now, payload)])
             enqueued += 1
         state.above, state.mrr_at_risk = above, risk.amount
         state.checked_at = datetime.now(UTC)

@@ -33,13 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.ledger.timeline import (
-    SUBSCRIPTION_EVENTS,
-    TERMINAL_STATUSES,
-    DunningWindow,
-    RawEvent,
-    decode_object,
-)
+from service.ledger.timeline import TERMINAL_STATUSES, DunningWindow
 from service.payments.models import LostReason, Outcome
 from service.payments.shapes import (
     InvoiceSnapshot,
@@ -49,18 +43,14 @@ from service.payments.shapes import (
     read_payment_intent_failure,
 )
 from service.stripe_shapes import read_subscription
-
-FAILED = "invoice.payment_failed"
-PAID_EVENTS = frozenset({"invoice.paid", "invoice.payment_succeeded"})
-INVOICE_EVENTS = PAID_EVENTS | {
+from service.stripe_shapes.events import (
     FAILED,
-    "invoice.payment_action_required",
-    "invoice.voided",
-    "invoice.marked_uncollectible",
-    "invoice.updated",
-}
-FAILURE_EVENTS = frozenset({"charge.failed", "payment_intent.payment_failed"})
-PAYMENT_EVENTS = INVOICE_EVENTS | FAILURE_EVENTS
+    INVOICE_EVENTS,
+    PAID_EVENTS,
+    SUBSCRIPTION_EVENTS,
+    RawEvent,
+)
+
 # Stripe sends charge.failed, payment_intent.payment_failed and invoice.payment_failed
 # within seconds of each other; retries of one invoice are days apart.
 MATCH_WINDOW_S = 900
@@ -105,20 +95,6 @@ def has_failed_payment(rows: Iterable[Any], now: int) -> bool:
     """Whether `build_episodes` can find any episode in these events (rows or RawEvents):
     without an `invoice.payment_failed` up to `now` there is none, whatever the rest say."""
     return any(r.type == FAILED and r.created <= now for r in rows)
-
-
-def raw_events(rows: Iterable[Any], now: int) -> list[RawEvent]:
-    """Event-store rows (event_id, type, created, body) this projector reads as of `now`;
-    none at all when no episode can come out of them (bodies are then never parsed)."""
-    rows = list(rows)
-    if not has_failed_payment(rows, now):
-        return []
-    wanted = PAYMENT_EVENTS | SUBSCRIPTION_EVENTS
-    return [
-        RawEvent(r.event_id, r.type, r.created, decode_object(r.body))
-        for r in rows
-        if r.type in wanted
-    ]
 
 
 Snap = tuple[RawEvent, InvoiceSnapshot]

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from service.kit.time import day_start, utc_day
 from service.ledger.fx import FxTable
 from service.ledger.models import ChurnReason
-from service.ledger.options import LedgerOptions
 from service.ledger.repository import LedgerRepository
 from service.ledger.schemas import Money
 from service.payments.periods import Interval, split
@@ -29,6 +28,7 @@ from service.payments.schemas import (
     RecoveryOut,
     RecoveryPeriod,
 )
+from service.settings import LedgerOptions
 
 MAX_PERIODS = 1000
 

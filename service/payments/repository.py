@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.kit.sql import insert_for
+from service.kit.sql import chunks, insert_for
 from service.ledger.models import ChurnReason, Movement, MrrMovement, SubscriptionMrrChange
 from service.payments.models import (
     AlertStatus,
@@ -20,58 +20,10 @@ from service.payments.models import (
 )
 from service.webhooks.models import StripeEvent
 
-EPISODE_FIELDS = (
-    "customer_id", "subscription_id", "currency", "amount_due", "attempts",
-    "first_failure_at", "last_failure_at", "next_retry_at", "decline_code", "failure_message",
-    "billing_reason", "action_required", "outcome", "lost_reason", "closed_at",
-    "recovered_at", "time_to_recover_s", "recovered_on_attempt", "event_ids",
-)  # fmt: skip
-
-
-def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
 
 class PaymentRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
-
-    # --- writing one customer's projection ----------------------------------------------
-
-    def sync_episodes(self, account: str, customer_id: str, desired: list[dict[str, Any]]) -> None:
-        """Make the customer's episodes equal `desired`, keeping ids of unchanged rows."""
-        existing = {
-            e.invoice_id: e
-            for e in self.session.scalars(
-                select(PaymentEpisode).where(
-                    PaymentEpisode.account == account, PaymentEpisode.customer_id == customer_id
-                )
-            )
-        }
-        inserts = []
-        for row in desired:
-            current = existing.pop(row["invoice_id"], None)
-            if current is None:
-                inserts.append({"account": account, **row})
-            else:
-                for f in EPISODE_FIELDS:
-                    if getattr(current, f) != row[f]:
-                        setattr(current, f, row[f])
-        for stale in existing.values():
-            self.session.delete(stale)
-        self.session.flush()
-        if inserts:
-            self.session.execute(PaymentEpisode.__table__.insert(), inserts)
-
-    def enqueue_alerts(self, rows: list[dict[str, Any]]) -> None:
-        """Add alerts to the outbox; a transition already alerted is left alone."""
-        for row in rows:
-            self.session.execute(
-                insert_for(self.session, PaymentAlert)
-                .values(**row)
-                .on_conflict_do_nothing(index_elements=["account", "dedup_key"])
-            )
 
     # --- reads ------------------------------------------------------------------------
 
@@ -120,7 +72,7 @@ class PaymentRepository:
 
     def events(self, account: str, event_ids: Sequence[str]) -> list[Row[Any]]:
         rows: list[Row[Any]] = []
-        for chunk in _chunks(event_ids):
+        for chunk in chunks(event_ids):
             rows += self.session.execute(
                 select(StripeEvent.event_id, StripeEvent.type, StripeEvent.created).where(
                     StripeEvent.account == account, StripeEvent.event_id.in_(chunk)
@@ -157,7 +109,7 @@ class PaymentRepository:
     ) -> dict[str, tuple[int, str]]:
         """Each subscription's (MRR, currency) just before `at`, from the ledger."""
         found: dict[str, tuple[int, str]] = {}
-        for chunk in _chunks(subscription_ids):
+        for chunk in chunks(subscription_ids):
             rows = self.session.execute(
                 select(
                     SubscriptionMrrChange.subscription_id,
@@ -224,6 +176,15 @@ class PaymentRepository:
 class AlertRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def enqueue_alerts(self, rows: list[dict[str, Any]]) -> None:
+        """Add alerts to the outbox; a transition already alerted is left alone."""
+        for row in rows:
+            self.session.execute(
+                insert_for(self.session, PaymentAlert)
+                .values(**row)
+                .on_conflict_do_nothing(index_elements=["account", "dedup_key"])
+            )
 
     def expire_stale(self, occurred_before: int) -> int:
         """Never-tried alerts about old transitions are history, not news."""

@@ -1,29 +1,19 @@
-"""Payment projection and failed-payment reads. Services only flush; the edge commits.
-
-`project_payments` runs inside the ledger's per-customer projection (same lock, same
-transaction, one `handled_at`): it recomputes the customer's episodes from all of its
-stored events, writes them, queues their alerts, and hands the ledger the dunning windows
-it needs to call a cancellation involuntary.
-"""
+"""Failed-payment reads. The projector writes the episodes (service.projector)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from service.kit.errors import ApiError
 from service.kit.time import day_start
 from service.ledger.schemas import Money
-from service.ledger.timeline import DunningWindow
-from service.payments.alerts import episode_alerts
-from service.payments.episodes import Episode, build_episodes, dunning_windows, raw_events
 from service.payments.models import Outcome, PaymentEpisode
 from service.payments.repository import PaymentRepository
 from service.payments.schemas import (
@@ -32,63 +22,6 @@ from service.payments.schemas import (
     EpisodeOut,
     EpisodePage,
 )
-
-
-def project_payments(
-    session: Session, account: str, customer_id: str, rows: Sequence[Any], now: int
-) -> dict[str, tuple[DunningWindow, ...]]:
-    """Recompute one customer's episodes from its event-store rows; returns, per
-    subscription, the dunning windows for `service.ledger.timeline.project`."""
-    episodes = customer_episodes(rows, now)
-    write_payments(session, account, customer_id, episodes)
-    return dunning_windows(episodes)
-
-
-def customer_episodes(rows: Sequence[Any], now: int) -> list[Episode]:
-    """Pure: one customer's episodes from its event-store rows, as of unix time `now`."""
-    return build_episodes(raw_events(rows, now), now=now)
-
-
-def write_payments(
-    session: Session, account: str, customer_id: str, episodes: Sequence[Episode]
-) -> None:
-    """The incremental write: diff the customer's episodes, queue their alerts."""
-    repo = PaymentRepository(session)
-    repo.sync_episodes(account, customer_id, episode_rows(account, customer_id, episodes))
-    repo.enqueue_alerts(episode_alerts(account, customer_id, episodes))
-
-
-def episode_rows(
-    account: str, customer_id: str, episodes: Iterable[Episode]
-) -> list[dict[str, Any]]:
-    return [_episode_row(account, customer_id, e) for e in episodes]
-
-
-def _episode_row(account: str, customer_id: str, ep: Episode) -> dict[str, Any]:
-    return {
-        "account": account,
-        "invoice_id": ep.invoice_id,
-        "customer_id": customer_id,
-        "subscription_id": ep.subscription_id,
-        "currency": ep.currency,
-        "amount_due": ep.amount_due,
-        "attempts": ep.attempts,
-        "first_failure_at": ep.first_failure_at,
-        "last_failure_at": ep.last_failure_at,
-        "next_retry_at": ep.next_retry_at,
-        "decline_code": ep.decline_code,
-        "failure_message": ep.failure_message,
-        "billing_reason": ep.billing_reason,
-        "action_required": ep.action_required,
-        "outcome": ep.outcome,
-        "lost_reason": ep.lost_reason,
-        "closed_at": ep.closed_at,
-        "recovered_at": ep.recovered_at,
-        "time_to_recover_s": ep.time_to_recover_s,
-        "recovered_on_attempt": ep.recovered_on_attempt,
-        "event_ids": list(ep.event_ids),
-    }
-
 
 # --- reads ------------------------------------------------------------------------------
 

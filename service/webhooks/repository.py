@@ -1,14 +1,26 @@
-"""All SQL of the event store."""
+"""All SQL of the event store: storing, the projection queue, and reads of events."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Connection, Row, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.kit.sql import dialect_name, insert_for
+from service.kit.sql import IN_CHUNK, chunks, dialect_name, insert_for
 from service.webhooks.models import StripeEvent
+
+STREAM_ROWS = 2000  # event rows per fetch while streaming a batch's events
+_PG_EVENTS_OF_RANGE = """
+SELECT customer_id, event_id, type, created, body FROM stripe_events
+WHERE account = %(account)s AND customer_id >= %(first)s AND customer_id <= %(last)s
+  AND (type = ANY(%(types)s::text[])
+       OR (type = ANY(%(flagged_types)s::text[]) AND customer_id = ANY(%(flagged)s::text[])))
+ORDER BY customer_id
+"""
 
 _INSERT_MANY_IF_NEW: dict[str, Any] = {}
 
@@ -18,6 +30,7 @@ class StripeEventRepository:
         # A Connection too: the receiver's writer keeps one per thread (no pool
         # checkout, and on PostgreSQL no BEGIN/COMMIT round trips, per batch).
         self.session = session
+        self._cursors = 0
 
     def insert_if_new(self, values: dict[str, Any]) -> int | None:
         """Insert unless (account, event_id) exists; the new row id, or None if it did.
@@ -77,4 +90,180 @@ class StripeEventRepository:
                 .where(StripeEvent.handled_at.is_(None))
             )
             or 0
+        )
+
+    # --- the projection queue ---------------------------------------------------------
+
+    def mark_customerless_handled(self, at: datetime) -> int:
+        """Events about no customer (products, prices, ...) have nothing to project."""
+        result = self.session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.handled_at.is_(None), StripeEvent.customer_id.is_(None))
+            .values(handled_at=at)
+        )
+        return result.rowcount or 0
+
+    def pending_customers(self, limit: int, max_attempts: int) -> list[tuple[str, str]]:
+        rows = self.session.execute(
+            select(StripeEvent.account, StripeEvent.customer_id)
+            .where(
+                StripeEvent.handled_at.is_(None),
+                StripeEvent.customer_id.is_not(None),
+                StripeEvent.attempts < max_attempts,
+            )
+            .distinct()
+            .order_by(StripeEvent.account, StripeEvent.customer_id)
+            .limit(limit)
+        ).all()
+        return [(a, c) for a, c in rows]
+
+    def all_customers(self, account: str | None) -> list[tuple[str, str]]:
+        query = select(StripeEvent.account, StripeEvent.customer_id).where(
+            StripeEvent.customer_id.is_not(None)
+        )
+        if account is not None:
+            query = query.where(StripeEvent.account == account)
+        rows = self.session.execute(
+            query.distinct().order_by(StripeEvent.account, StripeEvent.customer_id)
+        ).all()
+        return [(a, c) for a, c in rows]
+
+    def customer_events(self, account: str, customer_id: str) -> Sequence[Row[Any]]:
+        return self.session.execute(
+            select(
+                StripeEvent.id,
+                StripeEvent.event_id,
+                StripeEvent.type,
+                StripeEvent.created,
+                StripeEvent.body,
+            ).where(StripeEvent.account == account, StripeEvent.customer_id == customer_id)
+        ).all()
+
+    def mark_handled(self, row_ids: Sequence[int], at: datetime) -> None:
+        events = StripeEvent.__table__
+        # Core, not ORM, statements on the projector's path: no identity-map
+        # synchronization to pay for on every customer.
+        for chunk in chunks(row_ids):
+            self.session.execute(
+                events.update()
+                .where(events.c.id.in_(chunk), events.c.handled_at.is_(None))
+                .values(handled_at=at, last_error=None)
+            )
+
+    def mark_customers_handled(
+        self, account: str, customer_ids: Sequence[str], at: datetime
+    ) -> None:
+        """Handled, attempts and error reset, for every event of these customers; rows
+        already in that state are left alone (no rewrite of the whole event store)."""
+        events = StripeEvent.__table__
+        for chunk in chunks(customer_ids, IN_CHUNK):
+            self.session.execute(
+                events.update()
+                .where(
+                    events.c.account == account,
+                    events.c.customer_id.in_(chunk),
+                    or_(
+                        events.c.handled_at.is_(None),
+                        events.c.attempts != 0,
+                        events.c.last_error.is_not(None),
+                    ),
+                )
+                .values(handled_at=at, attempts=0, last_error=None)
+            )
+
+    def record_failure(self, account: str, customer_id: str, error: str) -> None:
+        self.session.execute(
+            update(StripeEvent)
+            .where(
+                StripeEvent.account == account,
+                StripeEvent.customer_id == customer_id,
+                StripeEvent.handled_at.is_(None),
+            )
+            .values(attempts=StripeEvent.attempts + 1, last_error=error[:2000])
+        )
+
+    def events_of_range(
+        self,
+        account: str,
+        first: str,
+        last: str,
+        *,
+        types: Iterable[str],
+        flagged_types: Iterable[str],
+        flag_type: str,
+        flag_until: int,
+    ) -> Iterator[Any]:
+        """Events (customer_id, event_id, type, created, body) of the customers in
+        [first, last] of one account, grouped by customer: those of `types`, and those of
+        `flagged_types` only for a customer with an event of `flag_type` created up to
+        `flag_until` (the others are not even sent). Streamed: a server-side cursor, with
+        binary results on PostgreSQL (bodies as bytes, not hex text)."""
+        events = StripeEvent.__table__
+        in_range = (
+            events.c.account == account,
+            events.c.customer_id >= first,
+            events.c.customer_id <= last,
+        )
+        flagged = list(
+            self.session.scalars(
+                select(events.c.customer_id)
+                .where(*in_range, events.c.type == flag_type, events.c.created <= flag_until)
+                .distinct()
+            )
+        )
+        if self.session.get_bind().dialect.name == "postgresql":
+            return self._pg_stream(
+                _PG_EVENTS_OF_RANGE,
+                {
+                    "account": account,
+                    "first": first,
+                    "last": last,
+                    "types": sorted(types),
+                    "flagged_types": sorted(flagged_types),
+                    "flagged": flagged,
+                },
+            )
+        stmt = (
+            select(
+                events.c.customer_id,
+                events.c.event_id,
+                events.c.type,
+                events.c.created,
+                events.c.body,
+            )
+            .where(
+                *in_range,
+                or_(
+                    events.c.type.in_(sorted(types)),
+                    and_(
+                        events.c.type.in_(sorted(flagged_types)),
+                        events.c.customer_id.in_(flagged),
+                    ),
+                ),
+            )
+            .order_by(events.c.customer_id)
+            .execution_options(yield_per=STREAM_ROWS)
+        )
+        return iter(self.session.execute(stmt))
+
+    def _pg_stream(self, sql: str, params: dict[str, Any]) -> Iterator[Any]:
+        # The session's own connection and transaction (the rows locked and marked above).
+        raw = self.session.connection().connection.driver_connection
+        self._cursors += 1
+        with raw.cursor(
+            name=f"rebuild_events_{self._cursors}", binary=True, row_factory=namedtuple_row
+        ) as cursor:
+            cursor.itersize = STREAM_ROWS
+            cursor.execute(sql, params)
+            yield from cursor
+
+    # --- reads ------------------------------------------------------------------------
+
+    def subscription_event_ids(self, account: str, subscription_id: str) -> list[str]:
+        return list(
+            self.session.scalars(
+                select(StripeEvent.event_id)
+                .where(StripeEvent.account == account, StripeEvent.object_id == subscription_id)
+                .order_by(StripeEvent.created, StripeEvent.event_id)
+            )
         )

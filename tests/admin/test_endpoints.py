@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from jobs.backfill import BackfillOptions, run_backfill
 from service.app import create_app
-from service.ledger.options import LedgerOptions
+from service.settings import LedgerOptions
 from tests.conftest import API_KEY, Database
 from tests.jobs.account import NOW, inject_drift
 from tests.jobs.fake_stripe import FakeStripe

@@ -15,8 +15,8 @@ from jobs.backfill import BackfillOptions, BackfillReport, run_backfill
 from jobs.history import is_synthetic
 from jobs.stripe_client import StripeApi
 from service.ledger.models import DataQualityWarning, MrrMovement, SubscriptionState
-from service.ledger.options import LedgerOptions
-from service.ledger.service import project_pending
+from service.projector.service import project_pending
+from service.settings import LedgerOptions
 from service.sync.models import SyncCursor
 from service.webhooks.models import EventSource, StripeEvent
 from tests.jobs.account import EXPECTED_LEDGER, NOW

@@ -8,7 +8,8 @@ from typing import Any
 
 from jobs.history import FirstReal, SyntheticEvent, reconstruct
 from jobs.invoice_lines import BilledLine, billed_lines, invoice_subscription
-from service.ledger.timeline import RawEvent, project
+from service.ledger.timeline import project
+from service.stripe_shapes.events import RawEvent
 from tests.factories import item, subscription_payload
 from tests.jobs.account import PRICE_49, PRICE_99, invoice, line
 from tests.ledger.scenario import day

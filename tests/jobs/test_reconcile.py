@@ -15,8 +15,7 @@ from jobs.reconcile import ReconcileReport, reconcile
 from jobs.stripe_client import StripeApi
 from jobs.sync_cli import backfill_command, reconcile_command
 from service.ledger.models import SubscriptionState
-from service.ledger.options import LedgerOptions
-from service.settings import get_settings
+from service.settings import LedgerOptions, get_settings
 from service.sync.models import ReconcileRun
 from service.webhooks.models import EventSource, StripeEvent
 from tests.conftest import Database

@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from service.ledger.timeline import RawEvent
+from service.stripe_shapes.events import RawEvent
 from tests.factories import (
     DAY,
     T0,

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from service.kit.time import utc_day
 from service.ledger.models import MrrMovement, SubscriptionState
-from service.ledger.service import LedgerOptions, project_pending
+from service.projector.service import project_pending
+from service.settings import LedgerOptions
 from service.webhooks.schemas import parse_event
 from service.webhooks.service import store_event
 from tests.factories import DAY, T0, subscription_payload

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from service.ledger.fx import FxQuote
 from service.ledger.models import SubscriptionState
 from service.ledger.repository import LedgerRepository
-from service.ledger.service import LedgerOptions
+from service.settings import LedgerOptions
 from tests.factories import coupon_payload, discount_payload, item, price_payload
 from tests.ledger.scenario import Scenario, d, day
 

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.ledger.models import Movement
-from service.ledger.timeline import RawEvent, movement_type, project
+from service.ledger.timeline import movement_type, project
+from service.stripe_shapes.events import RawEvent
 from tests.factories import DAY, T0
 from tests.ledger.histories import arrivals, customer_history
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from service.ledger.timeline import RawEvent
 from service.payments.episodes import MATCH_WINDOW_S, build_episodes, dunning_windows
 from service.payments.models import Outcome
+from service.stripe_shapes.events import RawEvent
 from tests.factories import T0, subscription_payload
 from tests.payments.factories import (
     charge_failed_payload,

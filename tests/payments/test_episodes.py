@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import Session
 
-from service.ledger.service import rebuild
 from service.payments.models import LostReason, Outcome
+from service.projector.service import rebuild
 from tests.ledger.scenario import NOW, d, day
 from tests.payments.factories import INVOICE_SHAPES
 from tests.payments.scenario import PaymentScenario

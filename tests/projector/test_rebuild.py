@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from service.db import Base
 from service.ledger.models import MrrMovement, SubscriptionState
-from service.ledger.service import LedgerOptions, project_pending, rebuild
-from service.ledger.timeline import RawEvent
+from service.projector.service import project_pending, rebuild
+from service.settings import LedgerOptions
+from service.stripe_shapes.events import RawEvent
 from service.webhooks.schemas import parse_event
 from service.webhooks.service import store_event
 from tests.ledger.histories import arrivals, customer_history

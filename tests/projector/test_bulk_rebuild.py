@@ -26,9 +26,10 @@ from service.ledger.models import (
     SubscriptionState,
 )
 from service.ledger.repository import LedgerRepository
-from service.ledger.service import LedgerOptions, project_pending, rebuild
 from service.metrics.models import MetricsDirtyDay
 from service.payments.models import PaymentAlert, PaymentEpisode
+from service.projector.service import project_pending, rebuild
+from service.settings import LedgerOptions
 from service.webhooks.models import StripeEvent
 from service.webhooks.schemas import parse_event
 from service.webhooks.service import store_event

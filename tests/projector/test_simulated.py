@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from jobs.simulate import event_bytes, simulate
 from service.ledger.models import MrrMovement
-from service.ledger.service import LedgerOptions, project_pending, rebuild
+from service.projector.service import project_pending, rebuild
+from service.settings import LedgerOptions
 from service.webhooks.schemas import parse_event
 from service.webhooks.service import store_event
 

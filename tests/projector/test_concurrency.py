@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from service.db import make_sessionmaker
 from service.ledger.models import MrrMovement
-from service.ledger.service import LedgerOptions, project_customer
+from service.projector.service import project_customer
+from service.settings import LedgerOptions
 from tests.conftest import Database
 from tests.factories import item, price_payload
 from tests.ledger.scenario import NOW, Scenario, day

@@ -15,27 +15,15 @@ from typing import Any, NamedTuple, Protocol
 from service.kit.time import utc_day
 from service.ledger.fx import FxTable
 from service.ledger.mrr import billing_interval, plan_key
-from service.ledger.timeline import (
-    DISCOUNT_EVENTS,
-    SUBSCRIPTION_EVENTS,
-    Projection,
-    RawEvent,
-    decode_object,
-    project,
-)
+from service.ledger.timeline import Projection, project
 from service.payments.alerts import episode_alerts
 from service.payments.episodes import (
-    PAYMENT_EVENTS,
     Episode,
     build_episodes,
     dunning_windows,
     has_failed_payment,
 )
-from service.payments.service import episode_rows
-
-LEDGER_EVENTS = SUBSCRIPTION_EVENTS | DISCOUNT_EVENTS
-# Every type some projector reads; the others (customer.created, ...) are never decoded.
-READ_EVENTS = LEDGER_EVENTS | PAYMENT_EVENTS
+from service.stripe_shapes.events import LEDGER_EVENTS, READ_EVENTS, RawEvent, decode_object
 
 
 class EventRow(Protocol):
@@ -191,6 +179,38 @@ def movement_rows(
             }
         )
     return rows
+
+
+def episode_rows(
+    account: str, customer_id: str, episodes: Iterable[Episode]
+) -> list[dict[str, Any]]:
+    return [_episode_row(account, customer_id, e) for e in episodes]
+
+
+def _episode_row(account: str, customer_id: str, ep: Episode) -> dict[str, Any]:
+    return {
+        "account": account,
+        "invoice_id": ep.invoice_id,
+        "customer_id": customer_id,
+        "subscription_id": ep.subscription_id,
+        "currency": ep.currency,
+        "amount_due": ep.amount_due,
+        "attempts": ep.attempts,
+        "first_failure_at": ep.first_failure_at,
+        "last_failure_at": ep.last_failure_at,
+        "next_retry_at": ep.next_retry_at,
+        "decline_code": ep.decline_code,
+        "failure_message": ep.failure_message,
+        "billing_reason": ep.billing_reason,
+        "action_required": ep.action_required,
+        "outcome": ep.outcome,
+        "lost_reason": ep.lost_reason,
+        "closed_at": ep.closed_at,
+        "recovered_at": ep.recovered_at,
+        "time_to_recover_s": ep.time_to_recover_s,
+        "recovered_on_attempt": ep.recovered_on_attempt,
+        "event_ids": list(ep.event_ids),
+    }
 
 
 def customer_rows(

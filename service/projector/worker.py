@@ -13,8 +13,8 @@ import threading
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.kit.gate import WriteGate
-from service.ledger.options import LedgerOptions
-from service.ledger.service import project_pending
+from service.projector.service import project_pending
+from service.settings import LedgerOptions
 
 log = logging.getLogger("churn_ledger.worker")
 

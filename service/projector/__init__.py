@@ -1,0 +1,1 @@
+"""Projection: from the event store to the ledger and payment tables (design §1)."""

@@ -29,6 +29,7 @@ from service.payments.schemas import (
     RecoveryPeriod,
 )
 from service.settings import LedgerOptions
+from service.webhooks.repository import StripeEventRepository
 
 MAX_PERIODS = 1000
 
@@ -113,7 +114,7 @@ def recovery_report(
             f"{len(periods)} periods: at most {MAX_PERIODS}; use a longer interval"
         )
     fx = LedgerRepository(session).fx_table(options.reporting_currency)
-    as_of = PaymentRepository(session).as_of(account)
+    as_of = StripeEventRepository(session).newest_handled(account)
     return RecoveryOut(
         account=account,
         reporting_currency=fx.reporting,

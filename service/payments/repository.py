@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.kit.sql import chunks, insert_for
@@ -18,7 +18,6 @@ from service.payments.models import (
     PaymentEpisode,
     PaymentRiskState,
 )
-from service.webhooks.models import StripeEvent
 
 
 class PaymentRepository:
@@ -69,16 +68,6 @@ class PaymentRepository:
                 PaymentEpisode.account == account, PaymentEpisode.invoice_id == invoice_id
             )
         ).one_or_none()
-
-    def events(self, account: str, event_ids: Sequence[str]) -> list[Row[Any]]:
-        rows: list[Row[Any]] = []
-        for chunk in chunks(event_ids):
-            rows += self.session.execute(
-                select(StripeEvent.event_id, StripeEvent.type, StripeEvent.created).where(
-                    StripeEvent.account == account, StripeEvent.event_id.in_(chunk)
-                )
-            ).all()
-        return sorted(rows, key=lambda r: (r.created, r.event_id))
 
     def started_between(self, account: str, start_ts: int, end_ts: int) -> Sequence[PaymentEpisode]:
         return self.session.scalars(
@@ -143,13 +132,6 @@ class PaymentRepository:
             .group_by(MrrMovement.churn_reason)
         )
         return {reason: int(total or 0) for reason, total in rows if reason is not None}
-
-    def as_of(self, account: str) -> int | None:
-        return self.session.scalar(
-            select(func.max(StripeEvent.created)).where(
-                StripeEvent.account == account, StripeEvent.handled_at.is_not(None)
-            )
-        )
 
     def risk_accounts(self) -> list[str]:
         """Accounts whose MRR at risk may be above 0, or was last time."""

@@ -22,6 +22,7 @@ from service.payments.schemas import (
     EpisodeOut,
     EpisodePage,
 )
+from service.webhooks.repository import StripeEventRepository
 
 # --- reads ------------------------------------------------------------------------------
 
@@ -129,7 +130,7 @@ def episode_detail(session: Session, account: str, invoice_id: str) -> EpisodeDe
     ep = repo.get(account, invoice_id)
     if ep is None:
         return None
-    events = repo.events(account, ep.event_ids)
+    events = StripeEventRepository(session).events_by_id(account, ep.event_ids)
     return EpisodeDetailOut(
         **episode_out(ep).model_dump(),
         event_ids=list(ep.event_ids),

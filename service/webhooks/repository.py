@@ -267,3 +267,22 @@ class StripeEventRepository:
                 .order_by(StripeEvent.created, StripeEvent.event_id)
             )
         )
+
+    def events_by_id(self, account: str, event_ids: Sequence[str]) -> list[Row[Any]]:
+        """(event_id, type, created) of these events, oldest first."""
+        rows: list[Row[Any]] = []
+        for chunk in chunks(event_ids):
+            rows += self.session.execute(
+                select(StripeEvent.event_id, StripeEvent.type, StripeEvent.created).where(
+                    StripeEvent.account == account, StripeEvent.event_id.in_(chunk)
+                )
+            ).all()
+        return sorted(rows, key=lambda r: (r.created, r.event_id))
+
+    def newest_handled(self, account: str) -> int | None:
+        """`created` of the account's newest projected event: what answers are as of."""
+        return self.session.scalar(
+            select(func.max(StripeEvent.created)).where(
+                StripeEvent.account == account, StripeEvent.handled_at.is_not(None)
+            )
+        )

@@ -19,10 +19,10 @@ from service.db import (
 )
 from service.kit.errors import install_error_handlers
 from service.kit.gate import WriteGate
+from service.kit.telemetry import Telemetry, TimingMiddleware
 from service.ledger.endpoints import router as ledger_router
 from service.metrics.endpoints import router as metrics_router
 from service.ops.endpoints import router as ops_router
-from service.ops.telemetry import Telemetry, TimingMiddleware
 from service.payments.endpoints import router as payments_router
 from service.payments.sender import AlertSender
 from service.projector.worker import ProjectorWorker

@@ -49,7 +49,7 @@ def serve(
     """Run the HTTP service (webhook receiver, metrics API)."""
     import uvicorn
 
-    from service.ops.telemetry import configure_logging
+    from service.kit.telemetry import configure_logging
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -159,7 +159,7 @@ def worker(poll: Annotated[float, typer.Option(help="Seconds between polls")] = 
     import signal
 
     from service.db import make_sessionmaker
-    from service.ops.telemetry import configure_logging
+    from service.kit.telemetry import configure_logging
     from service.projector.worker import ProjectorWorker
 
     settings = get_settings()

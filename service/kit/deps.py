@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.ops.telemetry import Telemetry
+from service.kit.telemetry import Telemetry
 
 
 # async: a plain function would cost every request a threadpool hop.

@@ -190,7 +190,7 @@ def demo(
     seed: int = 7,
 ) -> None:
     """A simulated Stripe account sends signed webhooks to a real server; see the metrics."""
-    from jobs.demo import run_demo
+    from sim.demo import run_demo
 
     run_demo(customers=customers, months=months, seed=seed, console=Console())
 

@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobs.simulate import event_bytes, simulate
 from service.ledger.models import MrrMovement
 from service.ledger.service import LedgerOptions, project_pending, rebuild
 from service.webhooks.schemas import parse_event
 from service.webhooks.service import store_event
+from sim.simulate import event_bytes, simulate
 
 OPTIONS = LedgerOptions()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from jobs.demo import run_demo
+from sim.demo import run_demo
 
 
 def test_demo_numbers_equal_simulator_truth():

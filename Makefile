@@ -9,10 +9,12 @@ TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 .PHONY: install demo test lint format openapi bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+# sim/ (the simulator and the demo) is its own distribution, a dev tool: installed here,
+# editable, next to churn-ledger; `pip install .` and the Docker image leave it out.
+$(STAMP): pyproject.toml sim/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]' -e ./sim
 	touch $(STAMP)
 
 install: $(STAMP)

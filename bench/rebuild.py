@@ -28,10 +28,10 @@ from tempfile import mkdtemp
 from sqlalchemy import Engine, insert, text
 from sqlalchemy.engine import make_url
 
-from jobs.simulate import event_bytes, simulate
 from service.db import create_db_engine, upgrade
 from service.webhooks.models import EventSource, StripeEvent
 from service.webhooks.schemas import parse_event
+from sim.simulate import event_bytes, simulate
 
 PG_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 RESULTS = Path(__file__).parent / "results"

@@ -190,7 +190,19 @@ def demo(
     seed: int = 7,
 ) -> None:
     """A simulated Stripe account sends signed webhooks to a real server; see the metrics."""
-    from jobs.demo import run_demo
+    try:
+        from sim.demo import run_demo
+    except ModuleNotFoundError as exc:
+        # The simulator is a dev tool (its own distribution, churn-ledger-sim): a production
+        # install has none of it. Any other missing module is a real error.
+        if exc.name not in ("sim", "sim.demo"):
+            raise
+        console.print(
+            "churn-ledger demo is a dev tool, not part of this install: "
+            "run `make demo` from a checkout of churn-ledger",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
 
     run_demo(customers=customers, months=months, seed=seed, console=Console())
 

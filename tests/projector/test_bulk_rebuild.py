@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.orm import Session
 
-from jobs.simulate import event_bytes, simulate
 from service.ledger.fx import FxQuote
 from service.ledger.models import (
     DataQualityWarning,
@@ -33,6 +32,7 @@ from service.settings import LedgerOptions
 from service.webhooks.models import StripeEvent
 from service.webhooks.schemas import parse_event
 from service.webhooks.service import store_event
+from sim.simulate import event_bytes, simulate
 
 OPTIONS = LedgerOptions(past_due_grace_days=None)
 ACCOUNTS = ("", "acct_conn1")

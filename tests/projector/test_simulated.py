@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobs.simulate import event_bytes, simulate
 from service.ledger.models import MrrMovement
 from service.projector.service import project_pending, rebuild
 from service.settings import LedgerOptions
 from service.webhooks.schemas import parse_event
 from service.webhooks.service import store_event
+from sim.simulate import event_bytes, simulate
 
 OPTIONS = LedgerOptions()
 

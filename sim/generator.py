@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
-from jobs.sim_builder import FEEDBACK, MAX_ATTEMPTS, AccountBuilder
-from jobs.sim_model import DAY, Coupon, Customer, Interval, Price, Subscription
+from sim.builder import FEEDBACK, MAX_ATTEMPTS, AccountBuilder
+from sim.model import DAY, Coupon, Customer, Interval, Price, Subscription
 
 MONTH_DAYS = 30.44
 

@@ -7,11 +7,11 @@ convert), upgrades and downgrades (price, quantity, monthly to annual), cancella
 or at the period end (Stripe's feedback enum and comments, some withdrawn), retention
 coupons, failed payments (retries, then recovered, canceled with reason `payment_failed`,
 or `unpaid`), same-day swaps, second subscriptions and reactivations. Hand-made scenarios
-use `AccountBuilder` (see `jobs.sim_builder`), the same engine.
+use `AccountBuilder` (see `sim.builder`), the same engine.
 
 Either way the result is a `Simulation`: `events`, Stripe event envelopes sorted by
-`created` (read-only: they share unchanging parts, see `jobs.sim_render`), and `truth`,
-computed from the simulator's own state model (`jobs.sim_model`), never by the service:
+`created` (read-only: they share unchanging parts, see `sim.render`), and `truth`,
+computed from the simulator's own state model (`sim.model`), never by the service:
 
 * `truth.mrr(customer_id, day)` / `truth.total_mrr(day)`: MRR at the end of a UTC day, per
   currency, in minor units;
@@ -25,9 +25,9 @@ from __future__ import annotations
 import gc
 import random
 
-from jobs.sim_builder import DEFAULT_START, AccountBuilder
-from jobs.sim_generator import Generator
-from jobs.sim_model import (
+from sim.builder import DEFAULT_START, AccountBuilder
+from sim.generator import Generator
+from sim.model import (
     API_VERSIONS,
     DAY,
     Coupon,
@@ -39,7 +39,7 @@ from jobs.sim_model import (
     Subscription,
     add_months,
 )
-from jobs.sim_truth import Simulation, Truth, TruthMovement, event_bytes
+from sim.truth import Simulation, Truth, TruthMovement, event_bytes
 
 __all__ = [
     "API_VERSIONS",

@@ -21,7 +21,7 @@ apart, null after the 4th). Then `recover(s)` (paid, `active`), `cancel(s,
 reason="payment_failed")` or `mark_unpaid(s)`.
 
 Truth: after every event the builder records the subscription's MRR from its own state
-(`sim_model.monthly_amount`), and at each discount `end`; `build()` turns those points into
+(`sim.model.monthly_amount`), and at each discount `end`; `build()` turns those points into
 a `Truth`.
 
 Event times. Every event about one subscription (its own and its invoices') is stamped
@@ -42,7 +42,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
-from jobs.sim_model import (
+from sim.model import (
     API_VERSIONS,
     COUNTING_STATUSES,
     DAY,
@@ -64,8 +64,8 @@ from jobs.sim_model import (
     period_end,
     utc_day,
 )
-from jobs.sim_render import Renderer
-from jobs.sim_truth import Simulation, SubscriptionLine, Truth
+from sim.render import Renderer
+from sim.truth import Simulation, SubscriptionLine, Truth
 
 DEFAULT_START = 1_704_067_200  # 2024-01-01T00:00:00Z
 # Stripe finalizes a renewal invoice about an hour after creating it, then charges it.
@@ -94,7 +94,7 @@ CancelReason = Literal["cancellation_requested", "payment_failed", "payment_disp
 _DISCOUNT_END, _TRIAL_WILL_END, _PERIOD_END, _CHARGE = range(4)
 _QueueEntry = tuple[int, int, int, Subscription, Any]
 # `request` of events Stripe caused on its own (renewals, retries); shared like the catalog
-# in `sim_render`: events are read-only.
+# in `sim.render`: events are read-only.
 _NO_REQUEST: dict[str, Any] = {"id": None, "idempotency_key": None}
 
 
@@ -848,7 +848,7 @@ class AccountBuilder:
     def _items_previous(self, sub: Subscription) -> dict[str, Any]:
         # Every change of items or periods is followed by an event of the subscription, so
         # the items of its latest event are the state before this change: shared, not
-        # re-rendered (events are read-only, see `sim_render`).
+        # re-rendered (events are read-only, see `sim.render`).
         return {"items": self._last_items[sub.id]}
 
     def _period_previous(self, sub: Subscription) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from jobs.simulate import (
+from sim.simulate import (
     DAY,
     AccountBuilder,
     Customer,
@@ -94,7 +94,7 @@ class TestDeterminism:
     def test_identical_across_processes_whatever_the_hash_seed(self) -> None:
         # Set iteration order changes with PYTHONHASHSEED; nothing may depend on it.
         script = (
-            "import hashlib; from jobs.simulate import simulate, event_bytes; "
+            "import hashlib; from sim.simulate import simulate, event_bytes; "
             "sim = simulate(customers=60, months=4, seed=9); "
             "print(hashlib.sha256(b''.join(map(event_bytes, sim.events))).hexdigest())"
         )

@@ -1,7 +1,7 @@
 """`churn-ledger demo`: a simulated Stripe account feeds a real server; the API answers.
 
 A new user's first contact: a fresh SQLite database, a real uvicorn server on a free
-port, a seeded Stripe account (jobs.simulate) delivering signed webhooks over HTTP with
+port, a seeded Stripe account (sim.simulate) delivering signed webhooks over HTTP with
 duplicates and out-of-order deliveries, then the metrics API's answers next to the
 simulator's own truth.
 """
@@ -31,10 +31,10 @@ from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from jobs.simulate import Simulation, event_bytes, simulate
 from service.app import create_app
 from service.db import create_db_engine, upgrade
 from service.settings import Settings
+from sim.simulate import Simulation, event_bytes, simulate
 
 # Fixed demo rates to USD, effective long before the simulated account starts.
 DEMO_RATES = {"eur": "1.08", "gbp": "1.27", "jpy": "0.0067"}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.sim_model import (
+from sim.model import (
     Coupon,
     Customer,
     Discount,

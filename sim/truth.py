@@ -1,6 +1,6 @@
 """What the ledger must say about a simulated account: the simulator's own MRR per UTC day.
 
-Built from the MRR points the builder records from its state model (`sim_model`), never
+Built from the MRR points the builder records from its state model (`sim.model`), never
 from the events it emits, so comparing the service's ledger with it is an independent check.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
 
-from jobs.sim_model import DAY, Shape, day_start, utc_day
+from sim.model import DAY, Shape, day_start, utc_day
 
 
 class TruthMovement(NamedTuple):

@@ -43,7 +43,7 @@ from service.webhooks.models import StripeEvent
 if TYPE_CHECKING:
     import pandas as pd
 
-    from jobs.aggregates import Tables
+    from jobs.metrics.refresh import Tables
 
 DAILY_SUMS = (
     "new_mrr", "expansion_mrr", "contraction_mrr", "churned_mrr", "reactivation_mrr",

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
-from jobs.aggregates import mark_dirty, refresh
+from jobs.metrics.refresh import mark_dirty, refresh
 from service.webhooks.models import StripeEvent
 from tests.conftest import API_KEY
 from tests.metrics.scenario import TODAY, Step, add_series, d, seed_scenario

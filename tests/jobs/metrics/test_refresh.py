@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from jobs.aggregates import mark_dirty, refresh
+from jobs.metrics.refresh import mark_dirty, refresh
 from service.ledger.models import SubscriptionState
 from service.metrics.models import (
     MetricsCohort,
@@ -109,7 +109,7 @@ def test_periods_hold_turnover_per_customer(db_session: Session):
 
 
 def test_jobs_run_command(fresh_database: Database, monkeypatch: pytest.MonkeyPatch):
-    from jobs.cli import app
+    from jobs.metrics.cli import app
 
     with Session(fresh_database.engine) as session:
         seed_scenario(session)

@@ -10,7 +10,7 @@ from rich.console import Console
 from sqlalchemy import Engine
 
 from jobs.metrics.cli import app as jobs_app
-from jobs.sync_cli import backfill_command, reconcile_command
+from jobs.sync.cli import backfill_command, reconcile_command
 from service.db import (
     DatabaseNotMigratedError,
     create_db_engine,

@@ -11,8 +11,8 @@ import stripe
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from jobs.reconcile import reconcile
-from jobs.stripe_client import StripeApi, StripeNotConfiguredError, make_stripe_client
+from jobs.sync.reconcile import reconcile
+from jobs.sync.stripe_client import StripeApi, StripeNotConfiguredError, make_stripe_client
 from service.admin.auth import AdminDep
 from service.db import SessionDep
 from service.kit.auth import SettingsDep

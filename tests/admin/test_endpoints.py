@@ -10,13 +10,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from jobs.backfill import BackfillOptions, run_backfill
+from jobs.sync.backfill import BackfillOptions, run_backfill
 from service.app import create_app
 from service.ledger.options import LedgerOptions
 from tests.conftest import API_KEY, Database
-from tests.jobs.account import NOW, inject_drift
-from tests.jobs.fake_stripe import FakeStripe
-from tests.jobs.helpers import Sleeps, make_api, mocked_account, stripe_settings
+from tests.jobs.sync.account import NOW, inject_drift
+from tests.jobs.sync.fake_stripe import FakeStripe
+from tests.jobs.sync.helpers import Sleeps, make_api, mocked_account, stripe_settings
 
 ADMIN_KEY = "admin_key_0123456789abcdef"
 

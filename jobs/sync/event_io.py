@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from jobs.history import SYNTHETIC_PREFIXES, FirstReal, SyntheticEvent, is_synthetic
 from jobs.invoice_lines import invoice_subscription
+from jobs.sync.history import SYNTHETIC_PREFIXES, FirstReal, SyntheticEvent, is_synthetic
 from service.ledger.timeline import SUBSCRIPTION_EVENTS
 from service.webhooks.models import EventSource, StripeEvent
 from service.webhooks.repository import StripeEventRepository

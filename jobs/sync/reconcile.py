@@ -22,10 +22,10 @@ import stripe
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobs.catalog import Catalog
-from jobs.event_io import store_envelopes, synthetic_envelope
-from jobs.history import SyntheticEvent
-from jobs.stripe_client import StripeApi
+from jobs.sync.catalog import Catalog
+from jobs.sync.event_io import store_envelopes, synthetic_envelope
+from jobs.sync.history import SyntheticEvent
+from jobs.sync.stripe_client import StripeApi
 from service.kit.time import now_ts
 from service.ledger.models import SubscriptionState
 from service.ledger.mrr import subscription_mrr

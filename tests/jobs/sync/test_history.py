@@ -6,11 +6,11 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from jobs.history import FirstReal, SyntheticEvent, reconstruct
 from jobs.invoice_lines import BilledLine, billed_lines, invoice_subscription
+from jobs.sync.history import FirstReal, SyntheticEvent, reconstruct
 from service.ledger.timeline import RawEvent, project
 from tests.factories import item, subscription_payload
-from tests.jobs.account import PRICE_49, PRICE_99, invoice, line
+from tests.jobs.sync.account import PRICE_49, PRICE_99, invoice, line
 from tests.ledger.scenario import day
 
 NOW = day(400, 0)

@@ -7,7 +7,7 @@ Resources are listed in an order that makes each one's page self-contained:
 2. customers, as synthetic `customer.created`;
 3. invoices (with all their lines), as one synthetic event of their latest status;
 4. subscriptions (`status=all`): their history before the earliest real event, rebuilt from
-   their dates and the invoices stored in step 3 (jobs/history.py).
+   their dates and the invoices stored in step 3 (jobs/sync/history.py).
 
 Every stored event is marked `source=backfill`; synthetic ones have deterministic ids
 (`evt_bf_<object>_<kind>_<instant>`), so a re-run stores nothing new. A job is its own edge:
@@ -26,8 +26,8 @@ import stripe
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from jobs.catalog import Catalog
-from jobs.event_io import (
+from jobs.sync.catalog import Catalog
+from jobs.sync.event_io import (
     fetched_envelope,
     first_real_events,
     objects_with_real_events,
@@ -35,8 +35,8 @@ from jobs.event_io import (
     stored_invoices,
     synthetic_envelope,
 )
-from jobs.history import SyntheticEvent, discount_events, reconstruct
-from jobs.stripe_client import StripeApi
+from jobs.sync.history import SyntheticEvent, discount_events, reconstruct
+from jobs.sync.stripe_client import StripeApi
 from service.kit.time import DAY_S, now_ts
 from service.ledger.options import LedgerOptions
 from service.ledger.service import project_pending

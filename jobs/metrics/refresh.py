@@ -2,8 +2,9 @@
 
 `refresh` reads one account's ledger at a time, computes every precomputed table of
 `service.metrics.models` set-based (group-bys and cumulative sums, no per-customer Python
-loops) and replaces the account's rows in one transaction. The projector calls `mark_dirty`
-with the days it rewrote, in its own transaction, so a refresh never misses a change.
+loops) and replaces the account's rows in one transaction. The projector calls
+`MetricsStore.mark_dirty` with the days it rewrote, in its own transaction, so a refresh
+never misses a change.
 
 Conventions (they are the API's too):
 * MRR in the reporting currency on a day = sum of `delta_reporting` of the ledger rows up
@@ -31,12 +32,6 @@ from service.metrics.repository import DAILY_SUMS, PERIOD_SUMS, MetricsStore, Ta
 
 PERIOD_INTERVALS = ("week", "month", "quarter", "year")
 MOVEMENTS = ("new", "expansion", "contraction", "churn", "reactivation")
-
-
-def mark_dirty(session: Session, account: str, days: Iterable[date]) -> None:
-    """Record that the ledger of `account` changed on `days` (flush only: the caller's
-    transaction commits it together with the ledger write)."""
-    MetricsStore(session).mark_dirty(account, sorted(set(days)))
 
 
 @dataclass

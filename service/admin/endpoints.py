@@ -8,17 +8,16 @@ large accounts are better served by `churn-ledger reconcile`, which writes the s
 from __future__ import annotations
 
 import stripe
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from jobs.sync.reconcile import reconcile
 from jobs.sync.stripe_client import StripeApi, StripeNotConfiguredError, make_stripe_client
-from service.admin.auth import AdminDep
 from service.db import SessionDep
-from service.kit.auth import SettingsDep
+from service.kit.auth import SettingsDep, require_admin_key
 from service.kit.errors import ApiError, ErrorResponse
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin_key)])
 
 
 class ReconcileRequest(BaseModel):

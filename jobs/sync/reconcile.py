@@ -7,7 +7,8 @@ the ledger's own MRR code (design §3) and compared with `SubscriptionState.mrr`
 snapshot of Stripe's object at `now` (source=reconcile), and the ledger is projected, so
 it converges without rewriting any history before now.
 
-Flush only: the caller's edge (CLI or admin request) commits.
+Flush only: the caller's edge (CLI or admin request) commits. `reconcile_request` is the
+admin request's job (service/app.py injects it, see service/sync/reconciler.py).
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ from sqlalchemy.orm import Session
 from jobs.sync.catalog import Catalog
 from jobs.sync.event_io import store_envelopes, synthetic_envelope
 from jobs.sync.history import SyntheticEvent
-from jobs.sync.stripe_client import StripeApi
+from jobs.sync.stripe_client import StripeApi, StripeNotConfiguredError, make_stripe_client
 from service.kit.time import now_ts
 from service.ledger.models import SubscriptionState
 from service.ledger.mrr import subscription_mrr
 from service.ledger.options import LedgerOptions
 from service.ledger.service import project_pending
 from service.ledger.timeline import TERMINAL_STATUSES
+from service.settings import Settings
 from service.stripe_shapes import read_subscription
 from service.sync.models import ReconcileRun
+from service.sync.reconciler import ReconcileUnavailableError
 from service.sync.repository import SyncRepository
 from service.webhooks.models import EventSource
 
@@ -223,3 +226,17 @@ def reconcile(
     report = Reconciler(session, api, options, account=account).run(now=now, repair=repair)
     record_run(session, report, trigger)
     return report
+
+
+def reconcile_request(
+    session: Session, settings: Settings, *, account: str, repair: bool
+) -> dict[str, Any]:
+    """POST /v1/admin/reconcile's job (`service.sync.reconciler.ReconcileJob`)."""
+    try:
+        api = StripeApi(make_stripe_client(settings, account=account or None))
+    except StripeNotConfiguredError as exc:
+        raise ReconcileUnavailableError(str(exc)) from None
+    report = reconcile(
+        session, api, settings.ledger_options(), account=account, repair=repair, trigger="api"
+    )
+    return report.as_json()

@@ -25,14 +25,13 @@ from sqlalchemy.orm import Session
 
 from jobs.sync.catalog import Catalog
 from jobs.sync.event_io import store_envelopes, synthetic_envelope
-from jobs.sync.history import SyntheticEvent
 from jobs.sync.stripe_client import StripeApi, StripeNotConfiguredError, make_stripe_client
 from service.kit.time import now_ts
 from service.ledger.models import SubscriptionState
 from service.ledger.mrr import subscription_mrr
 from service.ledger.options import LedgerOptions
 from service.ledger.service import project_pending
-from service.ledger.timeline import TERMINAL_STATUSES
+from service.ledger.timeline import TERMINAL_STATUSES, RawEvent
 from service.settings import Settings
 from service.stripe_shapes import read_subscription
 from service.sync.models import ReconcileRun
@@ -181,7 +180,7 @@ class Reconciler:
             obj = objects.get(diff.subscription_id)
             if obj is None:
                 continue  # nothing to snapshot; reported as unresolved below
-            event = SyntheticEvent(_repair_id(obj, now), "customer.subscription.updated", now, obj)
+            event = RawEvent(_repair_id(obj, now), "customer.subscription.updated", now, obj)
             envelope = synthetic_envelope(
                 event, account=self.account, api_version=stripe.api_version
             )

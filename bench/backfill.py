@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from service.db import create_db_engine, upgrade
 from tests.factories import DAY, item, price_payload, subscription_payload
-from tests.jobs.account import customer, event, invoice, line
+from tests.jobs.sync.account import customer, event, invoice, line
 from tests.live import free_port
 
 NOW = 1_764_547_200  # 2025-12-01T00:00:00Z
@@ -132,9 +132,9 @@ def mock_app(n: int) -> Starlette:
 
 
 def run(n: int, database_url: str | None) -> dict[str, Any]:
-    from jobs.backfill import BackfillOptions, run_backfill
-    from jobs.reconcile import reconcile
-    from jobs.stripe_client import StripeApi, make_stripe_client
+    from jobs.sync.backfill import BackfillOptions, run_backfill
+    from jobs.sync.reconcile import reconcile
+    from jobs.sync.stripe_client import StripeApi, make_stripe_client
     from service.settings import Settings
     from service.webhooks.models import StripeEvent
 

@@ -38,7 +38,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from jobs.aggregates import refresh
+from jobs.metrics.refresh import refresh
 from service.db import create_db_engine, upgrade
 from tests.live import free_port
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.admin import install_admin
+from jobs.sync.reconcile import reconcile_request
 from service.db import (
     DatabaseNotMigratedError,
     create_db_engine,
@@ -27,6 +27,8 @@ from service.payments.endpoints import router as payments_router
 from service.payments.sender import AlertSender
 from service.projector.worker import ProjectorWorker
 from service.settings import Settings, get_settings
+from service.sync.collector import DriftCollector
+from service.sync.endpoints import router as sync_router
 from service.webhooks.endpoints import router as webhooks_router
 from service.webhooks.writer import EventWriter
 
@@ -101,6 +103,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # Called after a webhook's event is committed (the projector wakes up on it).
     app.state.event_stored_hooks = []
     app.state.projector = None
+    # The job POST /v1/admin/reconcile runs (service/sync/reconciler.py).
+    app.state.reconciler = reconcile_request
 
     install_error_handlers(app)
     app.add_middleware(TimingMiddleware, telemetry=telemetry)
@@ -108,6 +112,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(ops_router)
     app.include_router(metrics_router)
     app.include_router(ledger_router)
-    install_admin(app)  # /v1/admin routes and the reconcile drift gauge
+    app.include_router(sync_router)  # /v1/admin
+    telemetry.registry.register(DriftCollector(app.state.sessionmaker))  # reconcile drift
     app.include_router(payments_router)
     return app

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
-from jobs.cli import app as jobs_app
-from jobs.sync_cli import backfill_command, reconcile_command
+from jobs.metrics.cli import app as jobs_app
+from jobs.sync.cli import backfill_command, reconcile_command
 from service.db import (
     DatabaseNotMigratedError,
     create_db_engine,

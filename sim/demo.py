@@ -166,7 +166,7 @@ def run_demo(
                 time.sleep(0.1)
             progress.update(waiting, completed=1, total=1)
 
-        from jobs.aggregates import refresh  # pandas: only once the events are in
+        from jobs.metrics.refresh import refresh  # pandas: only once the events are in
 
         with Session(engine) as session:
             refresh(session, full=True)

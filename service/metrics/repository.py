@@ -43,8 +43,7 @@ from service.webhooks.models import StripeEvent
 if TYPE_CHECKING:
     import pandas as pd
 
-    from jobs.aggregates import Tables
-
+# The flow columns of `metrics_daily`, also in `metrics_periods` (summed per period).
 DAILY_SUMS = (
     "new_mrr", "expansion_mrr", "contraction_mrr", "churned_mrr", "reactivation_mrr",
     "new_customers", "reactivated_customers", "churned_customers", "expansions",
@@ -53,6 +52,18 @@ DAILY_SUMS = (
 # Per-period values beside the daily flows in `metrics_periods`.
 PERIOD_SUMS = ("customer_days", "customers_lost", "customers_gained")
 TABLES = (MetricsSegment, MetricsDaily, MetricsPeriod, MetricsChurnDaily, MetricsCohort)
+
+
+@dataclass
+class Tables:
+    """One reporting currency's precomputed rows, as frames named like the tables (what
+    the job computes and `MetricsStore.replace` writes)."""
+
+    segments: pd.DataFrame
+    daily: pd.DataFrame
+    periods: pd.DataFrame
+    churn: pd.DataFrame
+    cohorts: pd.DataFrame
 
 
 @dataclass(frozen=True, slots=True)

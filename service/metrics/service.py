@@ -1,6 +1,6 @@
 """Metric rules (design §5): which rows a query selects, and each metric from the sums.
 
-Reads only the tables `jobs/aggregates.py` precomputes (and the ledger for /v1/movements);
+Reads only the tables `jobs/metrics/refresh.py` precomputes (and the ledger for /v1/movements);
 services never write here.
 """
 

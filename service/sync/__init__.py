@@ -1,1 +1,2 @@
-"""State of the Stripe API import jobs: resumable backfill cursors and reconcile runs."""
+"""The service's side of the Stripe API import jobs: backfill cursors and reconcile runs,
+POST /v1/admin/reconcile and the reconcile drift gauge (the jobs are in jobs/sync)."""

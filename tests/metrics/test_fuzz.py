@@ -16,7 +16,7 @@ from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
 from sqlalchemy.orm import Session
 
-from jobs.aggregates import refresh
+from jobs.metrics.refresh import refresh
 from tests.conftest import API_KEY
 from tests.metrics.scenario import TODAY, seed_scenario
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from jobs.aggregates import refresh
+from jobs.metrics.refresh import refresh
 from service.db import downgrade, upgrade
 from service.metrics.models import MetricsPeriod, MetricsRefresh
 from tests.conftest import Database

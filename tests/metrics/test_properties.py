@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from jobs.aggregates import refresh
+from jobs.metrics.refresh import refresh
 from tests.conftest import API_KEY
 from tests.metrics.scenario import Step, add_series
 

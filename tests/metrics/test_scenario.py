@@ -24,7 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from jobs.aggregates import refresh
+from jobs.metrics.refresh import refresh
 from tests.conftest import API_KEY
 from tests.metrics.scenario import TODAY, seed_scenario
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from jobs.aggregates import refresh
+from jobs.metrics.refresh import refresh
 from service.metrics import periods as P
 from service.metrics.repository import DAILY_SUMS, PERIOD_SUMS, MetricsRepository
 from service.metrics.series import (

@@ -7,7 +7,8 @@ the ledger's own MRR code (design §3) and compared with `SubscriptionState.mrr`
 snapshot of Stripe's object at `now` (source=reconcile), and the ledger is projected, so
 it converges without rewriting any history before now.
 
-Flush only: the caller's edge (CLI or admin request) commits.
+Flush only: the caller's edge (CLI or admin request) commits. `reconcile_request` is the
+admin request's job (service/app.py injects it, see service/sync/reconciler.py).
 """
 
 from __future__ import annotations
@@ -22,18 +23,19 @@ import stripe
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobs.catalog import Catalog
-from jobs.event_io import store_envelopes, synthetic_envelope
-from jobs.history import SyntheticEvent
-from jobs.stripe_client import StripeApi
+from jobs.sync.catalog import Catalog
+from jobs.sync.event_io import store_envelopes, synthetic_envelope
+from jobs.sync.stripe_client import StripeApi, StripeNotConfiguredError, make_stripe_client
 from service.kit.time import now_ts
 from service.ledger.models import SubscriptionState
 from service.ledger.mrr import subscription_mrr
 from service.ledger.timeline import TERMINAL_STATUSES
 from service.projector.service import project_pending
-from service.settings import LedgerOptions
+from service.settings import LedgerOptions, Settings
 from service.stripe_shapes import read_subscription
+from service.stripe_shapes.events import RawEvent
 from service.sync.models import ReconcileRun
+from service.sync.reconciler import ReconcileUnavailableError
 from service.sync.repository import SyncRepository
 from service.webhooks.models import EventSource
 
@@ -178,7 +180,7 @@ class Reconciler:
             obj = objects.get(diff.subscription_id)
             if obj is None:
                 continue  # nothing to snapshot; reported as unresolved below
-            event = SyntheticEvent(_repair_id(obj, now), "customer.subscription.updated", now, obj)
+            event = RawEvent(_repair_id(obj, now), "customer.subscription.updated", now, obj)
             envelope = synthetic_envelope(
                 event, account=self.account, api_version=stripe.api_version
             )
@@ -223,3 +225,17 @@ def reconcile(
     report = Reconciler(session, api, options, account=account).run(now=now, repair=repair)
     record_run(session, report, trigger)
     return report
+
+
+def reconcile_request(
+    session: Session, settings: Settings, *, account: str, repair: bool
+) -> dict[str, Any]:
+    """POST /v1/admin/reconcile's job (`service.sync.reconciler.ReconcileJob`)."""
+    try:
+        api = StripeApi(make_stripe_client(settings, account=account or None))
+    except StripeNotConfiguredError as exc:
+        raise ReconcileUnavailableError(str(exc)) from None
+    report = reconcile(
+        session, api, settings.ledger_options(), account=account, repair=repair, trigger="api"
+    )
+    return report.as_json()

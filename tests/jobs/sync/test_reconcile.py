@@ -10,18 +10,18 @@ from sqlalchemy.orm import Session
 from typer import Typer
 from typer.testing import CliRunner
 
-from jobs.backfill import BackfillOptions, run_backfill
-from jobs.reconcile import ReconcileReport, reconcile
-from jobs.stripe_client import StripeApi
-from jobs.sync_cli import backfill_command, reconcile_command
+from jobs.sync.backfill import BackfillOptions, run_backfill
+from jobs.sync.cli import backfill_command, reconcile_command
+from jobs.sync.reconcile import ReconcileReport, reconcile
+from jobs.sync.stripe_client import StripeApi
 from service.ledger.models import SubscriptionState
 from service.settings import LedgerOptions, get_settings
 from service.sync.models import ReconcileRun
 from service.webhooks.models import EventSource, StripeEvent
 from tests.conftest import Database
-from tests.jobs.account import EXPECTED_LEDGER, NOW, inject_drift
-from tests.jobs.fake_stripe import FakeStripe
-from tests.jobs.helpers import STRIPE_KEY, Sleeps, ledger_rows, make_api, mocked_account
+from tests.jobs.sync.account import EXPECTED_LEDGER, NOW, inject_drift
+from tests.jobs.sync.fake_stripe import FakeStripe
+from tests.jobs.sync.helpers import STRIPE_KEY, Sleeps, ledger_rows, make_api, mocked_account
 
 OPTIONS = LedgerOptions()
 

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from jobs.stripe_client import StripeApi
-from tests.jobs.fake_stripe import FakeStripe
-from tests.jobs.helpers import Sleeps, make_api, mocked_account
+from jobs.sync.stripe_client import StripeApi
+from tests.jobs.sync.fake_stripe import FakeStripe
+from tests.jobs.sync.helpers import Sleeps, make_api, mocked_account
 
 
 @pytest.fixture

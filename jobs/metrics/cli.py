@@ -34,7 +34,7 @@ def run(
     ] = None,
 ) -> None:
     """Refresh the metric tables of accounts whose ledger changed (or never computed)."""
-    from jobs.aggregates import refresh
+    from jobs.metrics.refresh import refresh
 
     engine = create_db_engine(get_settings().database_url)
     try:

@@ -13,9 +13,9 @@ from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TimeElaps
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from jobs.backfill import RESOURCES, BackfillOptions, run_backfill
-from jobs.reconcile import ReconcileReport, reconcile
-from jobs.stripe_client import StripeApi, StripeNotConfiguredError, make_stripe_client
+from jobs.sync.backfill import RESOURCES, BackfillOptions, run_backfill
+from jobs.sync.reconcile import ReconcileReport, reconcile
+from jobs.sync.stripe_client import StripeApi, StripeNotConfiguredError, make_stripe_client
 from service.db import DatabaseNotMigratedError, create_db_engine, ensure_migrated
 from service.kit.money import display
 from service.kit.time import utc_day

@@ -2,8 +2,9 @@
 
 `refresh` reads one account's ledger at a time, computes every precomputed table of
 `service.metrics.models` set-based (group-bys and cumulative sums, no per-customer Python
-loops) and replaces the account's rows in one transaction. The projector calls `mark_dirty`
-with the days it rewrote, in its own transaction, so a refresh never misses a change.
+loops) and replaces the account's rows in one transaction. The projector calls
+`MetricsStore.mark_dirty` with the days it rewrote, in its own transaction, so a refresh
+never misses a change.
 
 Conventions (they are the API's too):
 * MRR in the reporting currency on a day = sum of `delta_reporting` of the ledger rows up
@@ -27,32 +28,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from service.metrics.repository import MetricsStore
+from service.metrics.repository import DAILY_SUMS, PERIOD_SUMS, MetricsStore, Tables
 
 PERIOD_INTERVALS = ("week", "month", "quarter", "year")
 MOVEMENTS = ("new", "expansion", "contraction", "churn", "reactivation")
-FLOW_COLUMNS = (
-    "new_mrr", "expansion_mrr", "contraction_mrr", "churned_mrr", "reactivation_mrr",
-    "new_customers", "reactivated_customers", "churned_customers", "expansions",
-    "contractions", "unconverted_movements",
-)  # fmt: skip
-
-
-def mark_dirty(session: Session, account: str, days: Iterable[date]) -> None:
-    """Record that the ledger of `account` changed on `days` (flush only: the caller's
-    transaction commits it together with the ledger write)."""
-    MetricsStore(session).mark_dirty(account, sorted(set(days)))
-
-
-@dataclass
-class Tables:
-    """One reporting currency's precomputed rows, as frames named like the tables."""
-
-    segments: pd.DataFrame
-    daily: pd.DataFrame
-    periods: pd.DataFrame
-    churn: pd.DataFrame
-    cohorts: pd.DataFrame
 
 
 @dataclass
@@ -200,7 +179,7 @@ def daily_flows(ledger: pd.DataFrame, flips: pd.DataFrame) -> pd.DataFrame:
         .rename(columns=kinds)
     )
     out = flows.join(counts, how="outer").fillna(0).astype("int64").reset_index()
-    return out[["segment", "day", *FLOW_COLUMNS]]
+    return out[["segment", "day", *DAILY_SUMS]]
 
 
 def period_floor(days: pd.Series, interval: str) -> pd.Series:
@@ -216,7 +195,7 @@ def period_table(
     """One `metrics_periods` row per segment and period from the segment's first to
     `through`'s: the daily flows summed, customer-days at risk, and turnover."""
     columns = ["segment", "interval", "period_start", "customers_lost", "customers_gained",
-               *FLOW_COLUMNS, "customer_days"]  # fmt: skip
+               *DAILY_SUMS, "customer_days"]  # fmt: skip
     if daily.empty:
         return pd.DataFrame(columns=columns)
     horizon = pd.Timestamp(through) + pd.Timedelta(days=1)
@@ -228,7 +207,7 @@ def period_table(
     period_end = period_shift(frame["period_start"], interval)
     frame["after"] = net * _day_count(frame["day"] + pd.Timedelta(days=1), period_end, horizon)
     frame["net"] = net
-    sums = frame.groupby(["segment", "period_start"])[[*FLOW_COLUMNS, "net", "after"]].sum()
+    sums = frame.groupby(["segment", "period_start"])[[*DAILY_SUMS, "net", "after"]].sum()
 
     # Dense from each segment's first period, so that the running customer count carries
     # through periods without ledger rows.
@@ -248,7 +227,7 @@ def period_table(
         out[["customers_lost", "customers_gained"]].fillna(0).astype("int64")
     )
     out["interval"] = interval
-    values = [*FLOW_COLUMNS, "customer_days", "customers_lost", "customers_gained"]
+    values = [*DAILY_SUMS, *PERIOD_SUMS]
     out = out[(out[values] != 0).any(axis=1)]
     return out[columns].reset_index(drop=True)
 

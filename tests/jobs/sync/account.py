@@ -27,7 +27,7 @@ from tests.factories import (
     price_payload,
     subscription_payload,
 )
-from tests.jobs.fake_stripe import FakeStripe
+from tests.jobs.sync.fake_stripe import FakeStripe
 from tests.ledger.scenario import day
 
 NOW = day(400, 0)

@@ -9,14 +9,14 @@ import respx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobs.stripe_client import StripeApi, make_stripe_client
+from jobs.sync.stripe_client import StripeApi, make_stripe_client
 from service.kit.time import utc_day
 from service.ledger.models import MrrMovement
 from service.settings import Settings
 from tests.conftest import make_settings
 from tests.factories import T0
-from tests.jobs.account import build_account
-from tests.jobs.fake_stripe import BASE, FakeStripe
+from tests.jobs.sync.account import build_account
+from tests.jobs.sync.fake_stripe import BASE, FakeStripe
 
 STRIPE_KEY = "sk_test_fake_0123456789"
 

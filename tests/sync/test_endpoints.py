@@ -10,13 +10,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from jobs.backfill import BackfillOptions, run_backfill
+from jobs.sync.backfill import BackfillOptions, run_backfill
 from service.app import create_app
 from service.settings import LedgerOptions
+from service.sync.reconciler import get_reconciler
 from tests.conftest import API_KEY, Database
-from tests.jobs.account import NOW, inject_drift
-from tests.jobs.fake_stripe import FakeStripe
-from tests.jobs.helpers import Sleeps, make_api, mocked_account, stripe_settings
+from tests.jobs.sync.account import NOW, inject_drift
+from tests.jobs.sync.fake_stripe import FakeStripe
+from tests.jobs.sync.helpers import Sleeps, make_api, mocked_account, stripe_settings
 
 ADMIN_KEY = "admin_key_0123456789abcdef"
 
@@ -70,6 +71,24 @@ class TestAuth:
 
 
 class TestReconcileEndpoint:
+    def test_runs_the_job_the_app_was_given(self, fresh_database: Database):
+        calls = []
+        report = {
+            "account": "acct_1", "as_of": 1, "checked": 0, "drifted": 0, "repaired": 0,
+            "unresolved": [], "drift_mrr": {}, "differences": [],
+        }  # fmt: skip
+
+        def job(session, settings, *, account, repair):
+            calls.append((account, repair))
+            return report
+
+        client = client_for(fresh_database)
+        client.app.dependency_overrides[get_reconciler] = lambda: job
+        body = {"account": "acct_1", "repair": True}
+        response = client.post("/v1/admin/reconcile", json=body, headers=admin())
+        assert (response.status_code, response.json()) == (200, report)
+        assert calls == [("acct_1", True)]
+
     def test_reports_then_repairs_drift(self, fresh_database: Database, fake: FakeStripe):
         client = client_for(fresh_database)
         clean = client.post("/v1/admin/reconcile", json={}, headers=admin())

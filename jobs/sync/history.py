@@ -21,21 +21,15 @@ from typing import Any, Protocol
 
 from jobs.invoice_lines import BilledLine, billed_lines, subscription_discounts
 from service.stripe_shapes import read_price, read_subscription
+from service.stripe_shapes.events import RawEvent
 from service.stripe_shapes.fields import as_mapping, get_int, list_data
 
 SYNTHETIC_PREFIXES = ("evt_bf_", "evt_rc_")  # Stripe's own ids never contain a second "_"
 
 
 def is_synthetic(event_id: str) -> bool:
+    """Whether a stored event is one of ours (a `RawEvent` built here, not sent by Stripe)."""
     return event_id.startswith(SYNTHETIC_PREFIXES)
-
-
-@dataclass(frozen=True, slots=True)
-class SyntheticEvent:
-    event_id: str
-    type: str
-    created: int
-    obj: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +232,7 @@ def snapshot(sub: Mapping[str, Any], entry: _Entry) -> dict[str, Any]:
     return obj
 
 
-def discount_events(sub: Mapping[str, Any]) -> list[SyntheticEvent]:
+def discount_events(sub: Mapping[str, Any]) -> list[RawEvent]:
     """`customer.discount.created` for each discount `sub` has now, expanded.
 
     Events in the window (and later webhooks) name discounts by id only; the discount's own
@@ -254,7 +248,7 @@ def discount_events(sub: Mapping[str, Any]) -> list[SyntheticEvent]:
         start = get_int(discount, "start") or get_int(sub, "start_date") or 0
         obj = {**discount, "customer": discount.get("customer") or sub.get("customer")}
         event_id = f"evt_bf_{discount['id']}_created_{start}"
-        events.append(SyntheticEvent(event_id, "customer.discount.created", start, obj))
+        events.append(RawEvent(event_id, "customer.discount.created", start, obj))
     return events
 
 
@@ -266,7 +260,7 @@ def reconstruct(
     first_real: FirstReal | None,
     window_start: int,
     now: int,
-) -> list[SyntheticEvent]:
+) -> list[RawEvent]:
     """Synthetic snapshots of `sub` (the complete current object) before `first_real`."""
     if first_real is not None and first_real.type == "customer.subscription.created":
         return []  # its whole life is within the events Stripe still has
@@ -277,7 +271,7 @@ def reconstruct(
     sub_id = snap.id
     if snap.status in ("incomplete", "incomplete_expired"):
         # Never paid, never counted: one snapshot as it is.
-        events = [SyntheticEvent(_id(sub_id, "created", start), _type(0), start, dict(sub))]
+        events = [RawEvent(_id(sub_id, "created", start), _type(0), start, dict(sub))]
         return [e for e in events if first_real is None or e.created < first_real.created]
 
     states = item_timeline(sub_id, invoices, pricing, snap.currency or None) or [current_state(sub)]
@@ -312,11 +306,11 @@ def reconstruct(
             entries.append(entry)
 
     events = [
-        SyntheticEvent(_id(sub_id, _kind(i), e.at), _type(i), e.at, snapshot(sub, e))
+        RawEvent(_id(sub_id, _kind(i), e.at), _type(i), e.at, snapshot(sub, e))
         for i, e in enumerate(entries)
     ]
     if end is not None:
-        events.append(SyntheticEvent(_id(sub_id, "deleted", end), _DELETED, end, dict(sub)))
+        events.append(RawEvent(_id(sub_id, "deleted", end), _DELETED, end, dict(sub)))
     elif entries and first_real is None:
         last = entries[-1]
         pending = cancel_pending_from is not None
@@ -325,7 +319,7 @@ def reconstruct(
             # Changed after the last invoice, at an unknown instant, and before the events
             # window (or an event would say when): assume the latest such instant.
             at = min(max(last.at + 1, window_start), now)
-            events.append(SyntheticEvent(_id(sub_id, _kind(1), at), _type(1), at, dict(sub)))
+            events.append(RawEvent(_id(sub_id, _kind(1), at), _type(1), at, dict(sub)))
     if first_real is not None:
         events = [e for e in events if e.created < first_real.created]
     return events

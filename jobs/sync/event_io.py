@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from jobs.history import SYNTHETIC_PREFIXES, FirstReal, SyntheticEvent, is_synthetic
 from jobs.invoice_lines import invoice_subscription
-from service.stripe_shapes.events import SUBSCRIPTION_EVENTS
+from jobs.sync.history import SYNTHETIC_PREFIXES, FirstReal, is_synthetic
+from service.stripe_shapes.events import SUBSCRIPTION_EVENTS, RawEvent
 from service.webhooks.models import EventSource, StripeEvent
 from service.webhooks.repository import StripeEventRepository
 from service.webhooks.schemas import parse_event
@@ -32,9 +32,7 @@ def fetched_envelope(event: Mapping[str, Any], account: str) -> dict[str, Any]:
     return envelope
 
 
-def synthetic_envelope(
-    event: SyntheticEvent, *, account: str, api_version: str | None
-) -> dict[str, Any]:
+def synthetic_envelope(event: RawEvent, *, account: str, api_version: str | None) -> dict[str, Any]:
     return {
         "id": event.event_id,
         "object": "event",

@@ -11,17 +11,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from jobs.backfill import BackfillOptions, BackfillReport, run_backfill
-from jobs.history import is_synthetic
-from jobs.stripe_client import StripeApi
+from jobs.sync.backfill import BackfillOptions, BackfillReport, run_backfill
+from jobs.sync.history import is_synthetic
+from jobs.sync.stripe_client import StripeApi
 from service.ledger.models import DataQualityWarning, MrrMovement, SubscriptionState
 from service.projector.service import project_pending
 from service.settings import LedgerOptions
 from service.sync.models import SyncCursor
 from service.webhooks.models import EventSource, StripeEvent
-from tests.jobs.account import EXPECTED_LEDGER, NOW
-from tests.jobs.fake_stripe import FakeStripe, error_response
-from tests.jobs.helpers import Sleeps, ledger_rows, make_api, mocked_account
+from tests.jobs.sync.account import EXPECTED_LEDGER, NOW
+from tests.jobs.sync.fake_stripe import FakeStripe, error_response
+from tests.jobs.sync.helpers import Sleeps, ledger_rows, make_api, mocked_account
 from tests.ledger.scenario import day
 from tests.signing import event_body, signed_headers
 

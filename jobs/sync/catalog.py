@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobs.invoice_lines import BilledLine
-from jobs.stripe_client import StripeApi
+from jobs.sync.stripe_client import StripeApi
 from service.stripe_shapes.fields import as_mapping, list_data
 
 PRICE_EXPAND = {"expand": ["tiers", "currency_options"]}

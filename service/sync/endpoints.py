@@ -8,17 +8,15 @@ large accounts are better served by `churn-ledger reconcile`, which writes the s
 from __future__ import annotations
 
 import stripe
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from jobs.reconcile import reconcile
-from jobs.stripe_client import StripeApi, StripeNotConfiguredError, make_stripe_client
-from service.admin.auth import AdminDep
 from service.db import SessionDep
-from service.kit.auth import SettingsDep
+from service.kit.auth import SettingsDep, require_admin_key
 from service.kit.errors import ApiError, ErrorResponse
+from service.sync.reconciler import ReconcilerDep, ReconcileUnavailableError
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin_key)])
 
 
 class ReconcileRequest(BaseModel):
@@ -62,22 +60,13 @@ class ReconcileOut(BaseModel):
     },
 )
 def post_reconcile(
-    body: ReconcileRequest, session: SessionDep, settings: SettingsDep
+    body: ReconcileRequest, session: SessionDep, settings: SettingsDep, reconcile: ReconcilerDep
 ) -> ReconcileOut:
     try:
-        api = StripeApi(make_stripe_client(settings, account=body.account or None))
-    except StripeNotConfiguredError as exc:
+        report = reconcile(session, settings, account=body.account, repair=body.repair)
+    except ReconcileUnavailableError as exc:
         raise ApiError(503, "stripe_not_configured", str(exc)) from None
-    try:
-        report = reconcile(
-            session,
-            api,
-            settings.ledger_options(),
-            account=body.account,
-            repair=body.repair,
-            trigger="api",
-        )
     except stripe.StripeError as exc:
         # Stripe's message, never its request: it may echo the key's prefix.
         raise ApiError(502, "stripe_error", f"{type(exc).__name__}: {exc.user_message}") from None
-    return ReconcileOut.model_validate(report.as_json())
+    return ReconcileOut.model_validate(report)

@@ -6,12 +6,12 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from jobs.history import FirstReal, SyntheticEvent, reconstruct
 from jobs.invoice_lines import BilledLine, billed_lines, invoice_subscription
+from jobs.sync.history import FirstReal, reconstruct
 from service.ledger.timeline import project
 from service.stripe_shapes.events import RawEvent
 from tests.factories import item, subscription_payload
-from tests.jobs.account import PRICE_49, PRICE_99, invoice, line
+from tests.jobs.sync.account import PRICE_49, PRICE_99, invoice, line
 from tests.ledger.scenario import day
 
 NOW = day(400, 0)
@@ -34,10 +34,9 @@ class Prices:
 PRICES = Prices(PRICE_49, PRICE_99)
 
 
-def ledger(events: list[SyntheticEvent]) -> list[tuple[int, int, str]]:
+def ledger(events: list[RawEvent]) -> list[tuple[int, int, str]]:
     """(day, MRR, status) at each change, as the projector sees these snapshots."""
-    raw = [RawEvent(e.event_id, e.type, e.created, e.obj) for e in events]
-    return [((p.at - day(0, 0)) // 86400, p.mrr, p.status) for p in project(raw, now=NOW).points]
+    return [((p.at - day(0, 0)) // 86400, p.mrr, p.status) for p in project(events, now=NOW).points]
 
 
 def monthly(sub: str, quantity: int, start: int, price: dict = PRICE_49, **kw: Any) -> dict:

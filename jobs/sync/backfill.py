@@ -7,7 +7,7 @@ Resources are listed in an order that makes each one's page self-contained:
 2. customers, as synthetic `customer.created`;
 3. invoices (with all their lines), as one synthetic event of their latest status;
 4. subscriptions (`status=all`): their history before the earliest real event, rebuilt from
-   their dates and the invoices stored in step 3 (jobs/history.py).
+   their dates and the invoices stored in step 3 (jobs/sync/history.py).
 
 Every stored event is marked `source=backfill`; synthetic ones have deterministic ids
 (`evt_bf_<object>_<kind>_<instant>`), so a re-run stores nothing new. A job is its own edge:
@@ -26,8 +26,8 @@ import stripe
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from jobs.catalog import Catalog
-from jobs.event_io import (
+from jobs.sync.catalog import Catalog
+from jobs.sync.event_io import (
     fetched_envelope,
     first_real_events,
     objects_with_real_events,
@@ -35,11 +35,12 @@ from jobs.event_io import (
     stored_invoices,
     synthetic_envelope,
 )
-from jobs.history import SyntheticEvent, discount_events, reconstruct
-from jobs.stripe_client import StripeApi
+from jobs.sync.history import discount_events, reconstruct
+from jobs.sync.stripe_client import StripeApi
 from service.kit.time import DAY_S, now_ts
 from service.projector.service import project_pending
 from service.settings import LedgerOptions
+from service.stripe_shapes.events import RawEvent
 from service.stripe_shapes.fields import as_mapping, expandable_id, get_int
 from service.sync.repository import SyncRepository
 from service.webhooks.models import EventSource
@@ -117,15 +118,15 @@ def _ended_before(sub: Mapping[str, Any], instant: int) -> bool:
     return ended_at is not None and ended_at < instant
 
 
-def customer_event(customer: Mapping[str, Any]) -> SyntheticEvent | None:
+def customer_event(customer: Mapping[str, Any]) -> RawEvent | None:
     created = get_int(customer, "created")
     if not isinstance(customer.get("id"), str) or created is None:
         return None
     event_id = f"evt_bf_{customer['id']}_created_{created}"
-    return SyntheticEvent(event_id, "customer.created", created, dict(customer))
+    return RawEvent(event_id, "customer.created", created, dict(customer))
 
 
-def invoice_event(invoice: Mapping[str, Any]) -> SyntheticEvent | None:
+def invoice_event(invoice: Mapping[str, Any]) -> RawEvent | None:
     """The event of the invoice's latest status (drafts can still change: none)."""
     found = INVOICE_STATUS_EVENTS.get(str(invoice.get("status")))
     if found is None or not isinstance(invoice.get("id"), str):
@@ -134,7 +135,7 @@ def invoice_event(invoice: Mapping[str, Any]) -> SyntheticEvent | None:
     at = get_int(as_mapping(invoice.get("status_transitions")), field_name)
     at = at if at is not None else get_int(invoice, "created") or 0
     event_id = f"evt_bf_{invoice['id']}_{invoice['status']}_{at}"
-    return SyntheticEvent(event_id, type_, at, dict(invoice))
+    return RawEvent(event_id, type_, at, dict(invoice))
 
 
 class Backfill:
@@ -233,7 +234,7 @@ class Backfill:
 
     # --- one page of each resource -----------------------------------------------------
 
-    def _synthetic(self, events: Iterable[SyntheticEvent | None]) -> int:
+    def _synthetic(self, events: Iterable[RawEvent | None]) -> int:
         account = self.options.account
         envelopes = (
             synthetic_envelope(e, account=account, api_version=stripe.api_version)
@@ -261,7 +262,7 @@ class Backfill:
             event = invoice_event(invoice)
             if event is not None and invoice["id"] not in known:
                 obj = self._all_lines(invoice)
-                events.append(SyntheticEvent(event.event_id, event.type, event.created, obj))
+                events.append(RawEvent(event.event_id, event.type, event.created, obj))
         return self._synthetic(events)
 
     def _all_lines(self, invoice: Mapping[str, Any]) -> dict[str, Any]:
@@ -283,7 +284,7 @@ class Backfill:
         first = first_real_events(self.session, account, [str(s.get("id")) for s in subs])
         customers = {c for s in subs if (c := expandable_id(s.get("customer")))}
         invoices = stored_invoices(self.session, account, customers)
-        events: list[SyntheticEvent] = []
+        events: list[RawEvent] = []
         for sub in subs:
             sub_id = str(sub.get("id"))
             events += discount_events(sub)

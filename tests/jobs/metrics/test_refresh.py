@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from jobs.aggregates import mark_dirty, refresh
+from jobs.metrics.refresh import refresh
 from service.ledger.models import SubscriptionState
 from service.metrics.models import (
     MetricsCohort,
@@ -19,6 +19,7 @@ from service.metrics.models import (
     MetricsRefresh,
     MetricsSegment,
 )
+from service.metrics.repository import MetricsStore
 from service.settings import get_settings
 from tests.conftest import Database
 from tests.metrics.scenario import TODAY, Step, add_series, add_subscription, d, seed_scenario
@@ -65,8 +66,9 @@ def test_dirty_days_drive_the_refresh(db_session: Session):
     assert refresh(db_session, today=TODAY).accounts == [""]  # never computed
     assert refresh(db_session, today=TODAY).accounts == []  # nothing changed since
     add_series(db_session, "late", [Step(d(4, 29), 1000)])
-    mark_dirty(db_session, "", [d(4, 29), d(4, 29)])
-    mark_dirty(db_session, "acct_gone", [d(1, 1)])  # an account whose rows were removed
+    store = MetricsStore(db_session)  # as the projector marks the days it rewrote
+    store.mark_dirty("", [d(4, 29), d(4, 29)])
+    store.mark_dirty("acct_gone", [d(1, 1)])  # an account whose rows were removed
     assert refresh(db_session, today=TODAY).accounts == ["", "acct_gone"]
     assert db_session.scalar(select(func.count()).select_from(MetricsDirtyDay)) == 0
     assert daily(db_session)[d(4, 29)].new_mrr == 1000
@@ -109,7 +111,7 @@ def test_periods_hold_turnover_per_customer(db_session: Session):
 
 
 def test_jobs_run_command(fresh_database: Database, monkeypatch: pytest.MonkeyPatch):
-    from jobs.cli import app
+    from jobs.metrics.cli import app
 
     with Session(fresh_database.engine) as session:
         seed_scenario(session)

@@ -1,0 +1,1 @@
+"""Metric jobs: the pandas refresh of the precomputed tables behind /v1/metrics."""

@@ -1,0 +1,1 @@
+"""Import jobs: the Stripe API client, backfill, history reconstruction and reconcile."""

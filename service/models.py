@@ -2,6 +2,7 @@
 
 from service.db import Base
 from service.ledger.models import (
+    ChangedDay,
     DataQualityWarning,
     FxRate,
     LedgerCustomer,
@@ -13,7 +14,6 @@ from service.metrics.models import (
     MetricsChurnDaily,
     MetricsCohort,
     MetricsDaily,
-    MetricsDirtyDay,
     MetricsPeriod,
     MetricsRefresh,
     MetricsSegment,
@@ -24,6 +24,7 @@ from service.webhooks.models import EventSource, StripeEvent
 
 __all__ = [
     "Base",
+    "ChangedDay",
     "DataQualityWarning",
     "EventSource",
     "FxRate",
@@ -31,7 +32,6 @@ __all__ = [
     "MetricsChurnDaily",
     "MetricsCohort",
     "MetricsDaily",
-    "MetricsDirtyDay",
     "MetricsPeriod",
     "MetricsRefresh",
     "MetricsSegment",

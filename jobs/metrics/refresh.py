@@ -3,7 +3,7 @@
 `refresh` reads one account's ledger at a time, computes every precomputed table of
 `service.metrics.models` set-based (group-bys and cumulative sums, no per-customer Python
 loops) and replaces the account's rows in one transaction. The projector calls
-`MetricsStore.mark_dirty` with the days it rewrote, in its own transaction, so a refresh
+`LedgerRepository.mark_changed` with the days it rewrote, in its own transaction, so a refresh
 never misses a change.
 
 Conventions (they are the API's too):
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
+from service.ledger.repository import LedgerRepository
 from service.metrics.repository import DAILY_SUMS, PERIOD_SUMS, MetricsStore, Tables
 
 PERIOD_INTERVALS = ("week", "month", "quarter", "year")
@@ -51,7 +52,7 @@ def refresh(
     """Recompute the accounts with dirty days or never computed (all with `full`)."""
     started = time.perf_counter()
     store = MetricsStore(session)
-    seen_marks = store.max_dirty_id()
+    seen_marks = LedgerRepository(session).newest_change()
     if accounts is None:
         # A full run always covers the platform account, so that even an empty ledger
         # answers "computed, nothing there" rather than "never computed".
@@ -71,7 +72,7 @@ def refresh(
         store.replace(account, by_currency, as_of=as_of, through=through, rows=len(ledger))
         result.accounts.append(account)
         result.ledger_rows += len(ledger)
-    store.clear_dirty(result.accounts, seen_marks)
+    LedgerRepository(session).clear_changes(result.accounts, seen_marks)
     session.flush()
     result.seconds = time.perf_counter() - started
     return result

@@ -152,3 +152,18 @@ class DataQualityWarning(Base):
     kind: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(255))
     message: Mapped[str] = mapped_column(Text)
+
+
+class ChangedDay(Base):
+    """The ledger's change feed: days whose ledger rows changed (written by the projector
+    and FX recomputation), until the metric jobs have refreshed them.
+
+    Append-only with a surrogate id, so that a refresh deletes only the marks it has seen:
+    a mark committed while it runs survives for the next one.
+    """
+
+    __tablename__ = "metrics_dirty_days"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(255), index=True)
+    day: Mapped[date] = mapped_column(Date)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from service.kit.sql import insert_for
 from service.ledger.fx import FxQuote, FxTable
 from service.ledger.models import (
+    ChangedDay,
     DataQualityWarning,
     FxRate,
     LedgerCustomer,
@@ -109,3 +110,23 @@ class LedgerRepository:
                 MrrMovement.day >= since,
             )
         ).all()
+
+    # --- the change feed the metric jobs read -------------------------------------------
+
+    def mark_changed(self, account: str, days: Sequence[date]) -> None:
+        """Days whose ledger rows changed, in the transaction that changed them."""
+        if days:
+            self.session.execute(
+                ChangedDay.__table__.insert(), [{"account": account, "day": d} for d in days]
+            )
+
+    def newest_change(self) -> int:
+        """The id of the newest mark: a refresh clears only marks up to what it saw."""
+        return self.session.scalar(select(func.max(ChangedDay.id))) or 0
+
+    def clear_changes(self, accounts: Sequence[str], up_to_id: int) -> None:
+        if accounts:
+            table = ChangedDay.__table__
+            self.session.execute(
+                table.delete().where(table.c.account.in_(accounts), table.c.id <= up_to_id)
+            )

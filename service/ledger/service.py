@@ -23,7 +23,6 @@ from service.ledger.schemas import (
     SubscriptionOut,
     WarningOut,
 )
-from service.metrics.repository import MetricsStore
 from service.settings import LedgerOptions
 from service.webhooks.repository import StripeEventRepository
 
@@ -137,7 +136,7 @@ def apply_fx_rates(session: Session, options: LedgerOptions, quotes: list[FxQuot
         m.delta_reporting = None if frm is None or to is None else to - frm
         dirty.setdefault(m.account, set()).add(m.day)
     for acct, days in dirty.items():
-        MetricsStore(session).mark_dirty(acct, sorted(days))
+        LedgerRepository(session).mark_changed(acct, sorted(days))
     session.flush()
     return len(rows)
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Date, DateTime, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db import Base, BigIntPK
+from service.db import Base
 
 
 def _amount() -> Mapped[int]:
@@ -161,17 +161,3 @@ class MetricsRefresh(Base):
     # Last UTC day the tables describe: exposure (customer-days) stops there.
     through: Mapped[date] = mapped_column(Date)
     ledger_rows: Mapped[int] = mapped_column(BigInteger, default=0)
-
-
-class MetricsDirtyDay(Base):
-    """Days whose ledger rows changed since the last refresh (written by the projector).
-
-    Append-only with a surrogate id, so that a refresh deletes only the marks it has seen:
-    a mark committed while it runs survives for the next one.
-    """
-
-    __tablename__ = "metrics_dirty_days"
-
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    account: Mapped[str] = mapped_column(String(255), index=True)
-    day: Mapped[date] = mapped_column(Date)

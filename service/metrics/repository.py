@@ -28,12 +28,11 @@ from sqlalchemy import (
 from sqlalchemy import String as SAString
 from sqlalchemy.orm import Session
 
-from service.ledger.models import MrrMovement, SubscriptionState
+from service.ledger.models import ChangedDay, MrrMovement, SubscriptionState
 from service.metrics.models import (
     MetricsChurnDaily,
     MetricsCohort,
     MetricsDaily,
-    MetricsDirtyDay,
     MetricsPeriod,
     MetricsRefresh,
     MetricsSegment,
@@ -198,30 +197,13 @@ class MetricsRepository:
 
 
 class MetricsStore(MetricsRepository):
-    """The job's side: the ledger as frames, replacing an account's tables, dirty days."""
-
-    def mark_dirty(self, account: str, days: Sequence[date]) -> None:
-        if days:
-            self.session.execute(
-                insert(MetricsDirtyDay), [{"account": account, "day": d} for d in days]
-            )
-
-    def max_dirty_id(self) -> int:
-        return self.session.scalar(select(func.max(MetricsDirtyDay.id))) or 0
-
-    def clear_dirty(self, accounts: Sequence[str], up_to_id: int) -> None:
-        if accounts:
-            self.session.execute(
-                delete(MetricsDirtyDay).where(
-                    MetricsDirtyDay.account.in_(accounts), MetricsDirtyDay.id <= up_to_id
-                )
-            )
+    """The job's side: the ledger as frames, replacing an account's tables."""
 
     def ledger_accounts(self) -> list[str]:
         return list(self.session.scalars(select(MrrMovement.account).distinct()))
 
     def accounts_to_refresh(self) -> list[str]:
-        dirty = select(MetricsDirtyDay.account)
+        dirty = select(ChangedDay.account)
         never = select(MrrMovement.account).where(
             MrrMovement.account.not_in(select(MetricsRefresh.account))
         )
@@ -293,7 +275,7 @@ def _freshness_statement() -> Any:
     def of(column: Any) -> Any:
         return select(column).where(r.account == bindparam("account")).scalar_subquery()
 
-    dirty = exists().where(MetricsDirtyDay.account == bindparam("account"))
+    dirty = exists().where(ChangedDay.account == bindparam("account"))
     return select(of(r.as_of), of(r.refreshed_at), of(r.through), dirty)
 
 

@@ -24,7 +24,6 @@ from service.kit.time import now_ts
 from service.ledger.fx import FxTable
 from service.ledger.repository import LedgerRepository
 from service.ledger.timeline import Projection
-from service.metrics.repository import MetricsStore
 from service.payments.repository import AlertRepository
 from service.projector.compute import (
     BulkRows,
@@ -66,7 +65,7 @@ def project_customer(
     repo.replace_customer_rows(account, customer_id, out.states, out.changes, out.warnings)
     touched = repo.sync_movements(account, customer_id, out.movements)
     # The metrics jobs recompute only what changed; marked in this same transaction.
-    MetricsStore(session).mark_dirty(account, sorted(touched))
+    LedgerRepository(session).mark_changed(account, sorted(touched))
     customer.first_mrr_day = out.first_mrr_day
     customer.next_change_at = out.next_change_at
     handled_at = datetime.now(UTC)
@@ -236,7 +235,7 @@ class _Rebuild:
         repo.insert_bulk(out)
         dirty = self.dirty.setdefault(account, set())
         days = (old_days | {m["day"] for m in out.movements}) - dirty
-        MetricsStore(self.session).mark_dirty(account, sorted(days))
+        LedgerRepository(self.session).mark_changed(account, sorted(days))
         dirty.update(days)
 
     def _computed(

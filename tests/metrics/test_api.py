@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
 from jobs.metrics.refresh import refresh
-from service.metrics.repository import MetricsStore
+from service.ledger.repository import LedgerRepository
 from service.webhooks.models import StripeEvent
 from tests.conftest import API_KEY
 from tests.metrics.scenario import TODAY, Step, add_series, d, seed_scenario
@@ -115,7 +115,7 @@ def test_freshness_as_of_and_stale(client: TestClient, db_session: Session):
     assert body["stale"] is False
     # The projector writes a row and marks its day: stale until the next refresh.
     add_series(db_session, "late", [Step(d(4, 29), 1000)])
-    MetricsStore(db_session).mark_dirty("", [d(4, 29)])
+    LedgerRepository(db_session).mark_changed("", [d(4, 29)])
     assert client.get("/v1/metrics/mrr", headers=AUTH).json()["stale"] is True
     refresh(db_session, today=TODAY)
     april = client.get("/v1/metrics/mrr", params={"start": "2025-04-01", "end": "2025-05-01"},

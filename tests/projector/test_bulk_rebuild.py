@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service.ledger.fx import FxQuote
 from service.ledger.models import (
+    ChangedDay,
     DataQualityWarning,
     LedgerCustomer,
     MrrMovement,
@@ -25,7 +26,6 @@ from service.ledger.models import (
     SubscriptionState,
 )
 from service.ledger.repository import LedgerRepository
-from service.metrics.models import MetricsDirtyDay
 from service.payments.models import PaymentAlert, PaymentEpisode
 from service.projector.service import project_pending, rebuild
 from service.settings import LedgerOptions
@@ -144,7 +144,7 @@ class TestBulkRebuild:
         s.execute(update(LedgerCustomer).values(first_mrr_day=None, next_change_at=1))
         s.execute(SubscriptionMrrChange.__table__.delete())
         s.execute(update(StripeEvent).values(handled_at=None, attempts=3, last_error="boom"))
-        s.execute(MetricsDirtyDay.__table__.delete())
+        s.execute(ChangedDay.__table__.delete())
         s.commit()
         rebuild(s, OPTIONS, now=now, batch=1000)
         assert snapshot(s) == incremental
@@ -154,7 +154,7 @@ class TestBulkRebuild:
         assert count(s, ~customerless, StripeEvent.last_error.is_not(None)) == 0
         # Every day with a ledger row is dirty for the metrics jobs.
         ledger_days = set(s.execute(select(MrrMovement.account, MrrMovement.day).distinct()))
-        dirty = set(s.execute(select(MetricsDirtyDay.account, MetricsDirtyDay.day)))
+        dirty = set(s.execute(select(ChangedDay.account, ChangedDay.day)))
         assert ledger_days <= dirty
 
     def test_one_account_leaves_the_others_untouched(self, stored: Session, now: int):

@@ -10,16 +10,15 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from jobs.metrics.refresh import refresh
-from service.ledger.models import SubscriptionState
+from service.ledger.models import ChangedDay, SubscriptionState
+from service.ledger.repository import LedgerRepository
 from service.metrics.models import (
     MetricsCohort,
     MetricsDaily,
-    MetricsDirtyDay,
     MetricsPeriod,
     MetricsRefresh,
     MetricsSegment,
 )
-from service.metrics.repository import MetricsStore
 from service.settings import get_settings
 from tests.conftest import Database
 from tests.metrics.scenario import TODAY, Step, add_series, add_subscription, d, seed_scenario
@@ -66,11 +65,11 @@ def test_dirty_days_drive_the_refresh(db_session: Session):
     assert refresh(db_session, today=TODAY).accounts == [""]  # never computed
     assert refresh(db_session, today=TODAY).accounts == []  # nothing changed since
     add_series(db_session, "late", [Step(d(4, 29), 1000)])
-    store = MetricsStore(db_session)  # as the projector marks the days it rewrote
-    store.mark_dirty("", [d(4, 29), d(4, 29)])
-    store.mark_dirty("acct_gone", [d(1, 1)])  # an account whose rows were removed
+    feed = LedgerRepository(db_session)  # as the projector marks the days it rewrote
+    feed.mark_changed("", [d(4, 29), d(4, 29)])
+    feed.mark_changed("acct_gone", [d(1, 1)])  # an account whose rows were removed
     assert refresh(db_session, today=TODAY).accounts == ["", "acct_gone"]
-    assert db_session.scalar(select(func.count()).select_from(MetricsDirtyDay)) == 0
+    assert db_session.scalar(select(func.count()).select_from(ChangedDay)) == 0
     assert daily(db_session)[d(4, 29)].new_mrr == 1000
     gone = db_session.get(MetricsRefresh, "acct_gone")
     assert gone is not None and gone.ledger_rows == 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+
+T = TypeVar("T")
 
 
 def dialect_name(executor: Session | Connection) -> str:
@@ -20,3 +23,10 @@ def insert_for(session: Session | Connection, table: Any) -> Any:
     if dialect_name(session) == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
+    """`items` in slices of at most `size`: IN lists and bulk statements stay far below
+    SQLite's and psycopg's parameter limits."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -11,6 +11,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Row, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from service.kit.sql import chunks as _chunks
 from service.kit.sql import insert_for
 from service.ledger.fx import FxQuote, FxTable
 from service.ledger.models import (
@@ -43,11 +44,6 @@ WHERE account = %(account)s AND customer_id >= %(first)s AND customer_id <= %(la
        OR (type = ANY(%(flagged_types)s::text[]) AND customer_id = ANY(%(flagged)s::text[])))
 ORDER BY customer_id
 """
-
-
-def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 class LedgerRepository:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.kit.sql import insert_for
+from service.kit.sql import chunks, insert_for
 from service.ledger.models import ChurnReason, Movement, MrrMovement, SubscriptionMrrChange
 from service.payments.models import (
     AlertStatus,
@@ -26,11 +26,6 @@ EPISODE_FIELDS = (
     "billing_reason", "action_required", "outcome", "lost_reason", "closed_at",
     "recovered_at", "time_to_recover_s", "recovered_on_attempt", "event_ids",
 )  # fmt: skip
-
-
-def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 class PaymentRepository:
@@ -120,7 +115,7 @@ class PaymentRepository:
 
     def events(self, account: str, event_ids: Sequence[str]) -> list[Row[Any]]:
         rows: list[Row[Any]] = []
-        for chunk in _chunks(event_ids):
+        for chunk in chunks(event_ids):
             rows += self.session.execute(
                 select(StripeEvent.event_id, StripeEvent.type, StripeEvent.created).where(
                     StripeEvent.account == account, StripeEvent.event_id.in_(chunk)
@@ -157,7 +152,7 @@ class PaymentRepository:
     ) -> dict[str, tuple[int, str]]:
         """Each subscription's (MRR, currency) just before `at`, from the ledger."""
         found: dict[str, tuple[int, str]] = {}
-        for chunk in _chunks(subscription_ids):
+        for chunk in chunks(subscription_ids):
             rows = self.session.execute(
                 select(
                     SubscriptionMrrChange.subscription_id,

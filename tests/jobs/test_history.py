@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobs.history import FirstReal, SyntheticEvent, reconstruct
-from jobs.invoice_lines import BilledLine, billed_lines, invoice_subscription
 from service.ledger.timeline import RawEvent, project
+from service.stripe_shapes.invoice_lines import BilledLine, billed_lines, invoice_subscription
 from tests.factories import item, subscription_payload
 from tests.jobs.account import PRICE_49, PRICE_99, invoice, line
 from tests.ledger.scenario import day

@@ -41,14 +41,13 @@ from service.ledger.timeline import (
     decode_object,
 )
 from service.payments.models import LostReason, Outcome
-from service.payments.shapes import (
-    InvoiceSnapshot,
+from service.stripe_shapes import read_subscription
+from service.stripe_shapes.charge import (
     PaymentFailure,
     read_charge_failure,
-    read_invoice,
     read_payment_intent_failure,
 )
-from service.stripe_shapes import read_subscription
+from service.stripe_shapes.invoice import InvoiceSnapshot, read_invoice
 
 FAILED = "invoice.payment_failed"
 PAID_EVENTS = frozenset({"invoice.paid", "invoice.payment_succeeded"})

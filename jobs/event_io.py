@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from jobs.history import SYNTHETIC_PREFIXES, FirstReal, SyntheticEvent, is_synthetic
 from service.ledger.timeline import SUBSCRIPTION_EVENTS
-from service.stripe_shapes.invoice_lines import invoice_subscription
+from service.stripe_shapes.invoice import invoice_subscription
 from service.webhooks.models import EventSource, StripeEvent
 from service.webhooks.repository import StripeEventRepository
 from service.webhooks.schemas import parse_event

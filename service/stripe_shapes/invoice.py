@@ -49,10 +49,18 @@ class InvoiceSnapshot:
     marked_uncollectible_at: int | None
 
 
-def _subscription_of(obj: Mapping[str, Any]) -> str | None:
-    parent = as_mapping(obj.get("parent"))
-    details = as_mapping(parent.get("subscription_details"))
-    return expandable_id(details.get("subscription")) or expandable_id(obj.get("subscription"))
+def invoice_subscription(invoice: Mapping[str, Any]) -> str | None:
+    """The subscription an invoice bills for, in either API shape (id or expanded object).
+
+    2025-03-31 (basil) replaced `invoice.subscription` by
+    `invoice.parent.subscription_details.subscription`, so one payload carries one of them.
+    Should one carry both, the current field wins: it is the one Stripe's API reference
+    defines, the top-level field being the deprecated one (invoice lines read alike:
+    `line.parent.subscription_item_details` before `line.subscription`, invoice_lines.py).
+    """
+    details = as_mapping(as_mapping(invoice.get("parent")).get("subscription_details"))
+    found = expandable_id(details.get("subscription"))
+    return found if found is not None else expandable_id(invoice.get("subscription"))
 
 
 def _payment_links(obj: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -74,7 +82,7 @@ def read_invoice(obj: Mapping[str, Any]) -> InvoiceSnapshot:
     charges, intents = _payment_links(obj)
     return InvoiceSnapshot(
         id=get_str(obj, "id"),
-        subscription=_subscription_of(obj),
+        subscription=invoice_subscription(obj),
         status=status,
         paid=status == "paid" or get_bool(obj, "paid"),
         amount_due=get_int(obj, "amount_due"),

@@ -8,7 +8,8 @@ from typing import Any
 
 from jobs.history import FirstReal, SyntheticEvent, reconstruct
 from service.ledger.timeline import RawEvent, project
-from service.stripe_shapes.invoice_lines import BilledLine, billed_lines, invoice_subscription
+from service.stripe_shapes.invoice import invoice_subscription
+from service.stripe_shapes.invoice_lines import BilledLine, billed_lines
 from tests.factories import item, subscription_payload
 from tests.jobs.account import PRICE_49, PRICE_99, invoice, line
 from tests.ledger.scenario import day

@@ -15,8 +15,8 @@ from fractions import Fraction
 from sqlalchemy.orm import Session
 
 from service.kit import pagination
+from service.kit import periods as P
 from service.ledger.service import movement_out
-from service.metrics import periods as P
 from service.metrics.repository import MetricsRepository
 from service.metrics.schemas import (
     ChurnAnswer,
@@ -204,7 +204,7 @@ def _period_index(starts: list[date], day: date) -> int:
 
 
 def cohorts(session: Session, q: MetricsQuery) -> CohortsAnswer:
-    sel = Selection(session, q, P.PeriodInterval.month)
+    sel = Selection(session, q, P.Interval.month)
     start, end = sel.bounds
     sums: dict[tuple[date, int, str | None], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for r in sel.repo.cohorts(q.account, sel.currency, sel.segment_keys, start, end):
@@ -218,7 +218,7 @@ def cohorts(session: Session, q: MetricsQuery) -> CohortsAnswer:
         CohortRow(
             cohort_month=cohort,
             months_since_start=n,
-            month=P.shift(cohort, P.PeriodInterval.month, n),
+            month=P.shift(cohort, P.Interval.month, n),
             segment=label,
             cohort_customers=size,
             initial_mrr=sel.money(initial),

@@ -8,8 +8,6 @@ simulator's own truth.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import random
 import secrets
 import socket
@@ -33,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from service.app import create_app
 from service.db import create_db_engine, upgrade
+from service.kit.signing import sign
 from service.settings import Settings
 from sim.simulate import Simulation, event_bytes, simulate
 
@@ -49,12 +48,6 @@ class DemoResult:
     months: list[dict[str, Any]] = field(default_factory=list)
     usd_mrr_api: dict[str, int] = field(default_factory=dict)  # month end -> API MRR (usd)
     usd_mrr_truth: dict[str, int] = field(default_factory=dict)  # month end -> truth (usd)
-
-
-def _sign(body: bytes, secret: str) -> str:
-    t = int(time.time())
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
 
 
 def _free_port() -> int:
@@ -145,7 +138,9 @@ def run_demo(
         def deliver(event: dict[str, Any]) -> None:
             body = event_bytes(event)
             answer = http.post(
-                "/webhooks/stripe", content=body, headers={"Stripe-Signature": _sign(body, secret)}
+                "/webhooks/stripe",
+                content=body,
+                headers={"Stripe-Signature": sign(body, secret, int(time.time()))},
             )
             with lock:
                 result.sent += 1

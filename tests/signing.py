@@ -1,27 +1,23 @@
 """Sign webhook bodies exactly as Stripe does, independently of the SDK under test.
 
-Stripe: `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, f"{t}.{body}")>`.
+Stripe: `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, f"{t}.{body}")>`, made by
+`service.kit.signing` (tests/kit/test_signing.py checks it against a fixed vector and the
+SDK's verifier).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
 
+from service.kit import signing
+
 WEBHOOK_SECRET = "whsec_test_secret_for_churn_ledger"
 
 
-def signature(body: bytes, secret: str, timestamp: int) -> str:
-    signed = str(timestamp).encode() + b"." + body
-    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-
-
 def sign(body: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
-    t = int(time.time()) if timestamp is None else timestamp
-    return f"t={t},v1={signature(body, secret, t)}"
+    return signing.sign(body, secret, int(time.time()) if timestamp is None else timestamp)
 
 
 def event_body(event: dict[str, Any]) -> bytes:

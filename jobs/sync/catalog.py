@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jobs.invoice_lines import BilledLine
 from jobs.sync.stripe_client import StripeApi
 from service.stripe_shapes.fields import as_mapping, list_data
+from service.stripe_shapes.invoice_lines import BilledLine
 
 PRICE_EXPAND = {"expand": ["tiers", "currency_options"]}
 

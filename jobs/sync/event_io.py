@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from jobs.invoice_lines import invoice_subscription
 from jobs.sync.history import SYNTHETIC_PREFIXES, FirstReal, is_synthetic
 from service.stripe_shapes.events import SUBSCRIPTION_EVENTS, RawEvent
+from service.stripe_shapes.invoice import invoice_subscription
 from service.webhooks.models import EventSource, StripeEvent
 from service.webhooks.repository import StripeEventRepository
 from service.webhooks.schemas import parse_event

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from jobs.invoice_lines import BilledLine, billed_lines, subscription_discounts
 from service.stripe_shapes import read_price, read_subscription
 from service.stripe_shapes.events import RawEvent
 from service.stripe_shapes.fields import as_mapping, get_int, list_data
+from service.stripe_shapes.invoice_lines import BilledLine, billed_lines, subscription_discounts
 
 SYNTHETIC_PREFIXES = ("evt_bf_", "evt_rc_")  # Stripe's own ids never contain a second "_"
 

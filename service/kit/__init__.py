@@ -1,1 +1,3 @@
-"""Small shared pieces: errors, auth, money, time."""
+"""The bottom layer: one home per shared concept (errors, auth, deps, params, money, time,
+periods, pagination, csv, signing, sql, gate). Nothing here imports ledger, metrics,
+payments or the Stripe readers."""

@@ -49,6 +49,11 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+def invalid_parameter(param: str, message: str) -> ApiError:
+    """422 naming the parameter, as FastAPI's own validation errors are answered."""
+    return ApiError(422, "invalid_request", f"invalid parameter {param!r}: {message}", param=param)
+
+
 def error_body(type_: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"type": type_, "message": message, **extra}}
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Query
 
-from service.kit.errors import ApiError
+from service.kit.errors import invalid_parameter
 
 # Printable text only: a NUL byte is valid in a URL but not in a PostgreSQL string.
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
@@ -28,9 +28,4 @@ AccountQuery = Annotated[
 def check_day_bounds(**days: date | None) -> None:
     for name, value in days.items():
         if value is not None and not MIN_DAY <= value <= MAX_DAY:
-            raise ApiError(
-                422,
-                "invalid_request",
-                f"invalid parameter {name!r}: must be between {MIN_DAY} and {MAX_DAY}",
-                param=name,
-            )
+            raise invalid_parameter(name, f"must be between {MIN_DAY} and {MAX_DAY}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -11,11 +11,6 @@ from sqlalchemy.orm import Session
 
 T = TypeVar("T")
 IN_CHUNK = 1000  # values per IN list: far below SQLite's and psycopg's parameter limits
-
-
-def chunks(items: Sequence[T], size: int = 500) -> Iterable[Sequence[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def dialect_name(executor: Session | Connection) -> str:
@@ -29,3 +24,10 @@ def insert_for(session: Session | Connection, table: Any) -> Any:
     if dialect_name(session) == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
+    """`items` in slices of at most `size`: IN lists and bulk statements stay far below
+    SQLite's and psycopg's parameter limits."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

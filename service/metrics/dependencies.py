@@ -10,7 +10,7 @@ from fastapi import Depends, Query, Request
 
 from service.kit.auth import SettingsDep
 from service.kit.params import PRINTABLE, AccountQuery
-from service.metrics.periods import PeriodInterval
+from service.kit.periods import CalendarInterval, Interval
 from service.metrics.schemas import SegmentBy
 from service.metrics.selection import ChurnOptions, MetricsQuery, invalid
 
@@ -67,8 +67,8 @@ async def metrics_query(
         date | None, Query(description="Day after the last (exclusive); rounded up to a period end")
     ] = None,
     interval: Annotated[
-        PeriodInterval, Query(description="Calendar periods, UTC")
-    ] = PeriodInterval.month,
+        CalendarInterval, Query(description="Calendar periods, UTC")
+    ] = Interval.month,
     currency: Annotated[
         str | None,
         Query(

@@ -1,16 +1,15 @@
-"""CSV for BI tools: one row per data item, stable column names from the definitions."""
+"""CSV for BI tools: one row per data item, stable column names from the definitions,
+written by the kit's one CSV writer."""
 
 from __future__ import annotations
 
-import csv
-import io
-from datetime import date, datetime
 from itertools import chain
 from typing import Any
 
 from fastapi import Response
 from pydantic import BaseModel
 
+from service.kit.csv import cell, csv_response
 from service.ledger.schemas import Money
 from service.metrics.definitions import METRICS
 
@@ -24,41 +23,34 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, date | datetime):
-        return value.isoformat()
-    return str(value)
-
-
 def csv_columns(lead: tuple[str, ...], metrics: tuple[str, ...]) -> list[str]:
     return [*lead, "currency", *chain.from_iterable(METRICS[m].csv_columns() for m in metrics)]
 
 
+def _data_row(item: Any, currency: str, lead: tuple[str, ...], metrics: tuple[str, ...]) -> list:
+    row = [getattr(item, c) for c in lead] + [currency]
+    for m in metrics:
+        value = getattr(item, m)
+        if METRICS[m].kind == "amount":
+            money = value if isinstance(value, Money) else None
+            row += [money and money.amount, money and money.display]
+        else:
+            row.append(value)
+    return row
+
+
 def to_csv(answer: Any, lead: tuple[str, ...], metrics: tuple[str, ...], name: str) -> Response:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(csv_columns(lead, metrics))
-    for item in answer.data:
-        row = [_cell(getattr(item, c)) for c in lead] + [answer.currency]
-        for m in metrics:
-            value = getattr(item, m)
-            if METRICS[m].kind == "amount":
-                money = value if isinstance(value, Money) else None
-                row += [_cell(money and money.amount), _cell(money and money.display)]
-            else:
-                row.append(_cell(value))
-        writer.writerow(row)
     headers = {
-        "Content-Disposition": f'attachment; filename="{name}.csv"',
-        "X-As-Of": _cell(answer.as_of),
-        "X-Refreshed-At": _cell(answer.refreshed_at),
-        "X-Stale": _cell(answer.stale),
+        "X-As-Of": cell(answer.as_of),
+        "X-Refreshed-At": cell(answer.refreshed_at),
+        "X-Stale": cell(answer.stale),
     }
-    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+    return csv_response(
+        csv_columns(lead, metrics),
+        (_data_row(item, answer.currency, lead, metrics) for item in answer.data),
+        filename=f"{name}.csv",
+        headers=headers,
+    )
 
 
 def respond(
@@ -81,19 +73,15 @@ LEDGER_COLUMNS = (
 
 
 def ledger_csv(page: Any) -> Response:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(LEDGER_COLUMNS)
-    for m in page.data:
-        rep = m.reporting
-        writer.writerow(
-            _cell(v)
-            for v in (
-                m.id, m.customer_id, m.day, m.movement.value, m.delta.currency,
-                m.from_mrr.amount, m.to_mrr.amount, m.delta.amount, rep.currency, rep.fx_rate,
-                rep.from_mrr, rep.to_mrr, rep.delta, m.churn_reason and m.churn_reason.value,
-                m.churn_feedback, " ".join(m.event_ids), " ".join(m.subscription_ids),
-            )
-        )  # fmt: skip
-    headers = {"X-As-Of": _cell(page.as_of), "X-Next-Cursor": page.next_cursor or ""}
-    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+    rows = (
+        (
+            m.id, m.customer_id, m.day, m.movement.value, m.delta.currency,
+            m.from_mrr.amount, m.to_mrr.amount, m.delta.amount, m.reporting.currency,
+            m.reporting.fx_rate, m.reporting.from_mrr, m.reporting.to_mrr, m.reporting.delta,
+            m.churn_reason and m.churn_reason.value, m.churn_feedback, " ".join(m.event_ids),
+            " ".join(m.subscription_ids),
+        )
+        for m in page.data
+    )  # fmt: skip
+    headers = {"X-As-Of": cell(page.as_of), "X-Next-Cursor": page.next_cursor or ""}
+    return csv_response(LEDGER_COLUMNS, rows, headers=headers)

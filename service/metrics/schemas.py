@@ -9,9 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from service.kit.periods import CalendarInterval
 from service.ledger.schemas import Money, MovementOut
 from service.metrics.definitions import METRICS
-from service.metrics.periods import PeriodInterval
 
 M = METRICS
 Rate = float | None
@@ -121,17 +121,17 @@ class CohortRow(BaseModel):
 
 
 class MrrAnswer(MetricsAnswer):
-    interval: PeriodInterval
+    interval: CalendarInterval
     data: list[MrrRow]
 
 
 class MovementsAnswer(MetricsAnswer):
-    interval: PeriodInterval
+    interval: CalendarInterval
     data: list[MovementsRow]
 
 
 class ChurnAnswer(MetricsAnswer):
-    interval: PeriodInterval
+    interval: CalendarInterval
     churn_good_below: float
     churn_high_above: float
     gross_margin: float | None
@@ -139,7 +139,7 @@ class ChurnAnswer(MetricsAnswer):
 
 
 class ReasonsAnswer(MetricsAnswer):
-    interval: PeriodInterval
+    interval: CalendarInterval
     data: list[ReasonRow]
 
 

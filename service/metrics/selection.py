@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service.kit.errors import ApiError
+from service.kit import periods as P
+from service.kit.errors import invalid_parameter as invalid
 from service.ledger.schemas import Money
-from service.metrics import periods as P
 from service.metrics.models import MetricsSegment
 from service.metrics.repository import MetricsRepository
 from service.metrics.schemas import SegmentBy
@@ -25,7 +25,7 @@ class MetricsQuery:
     default_currency: str
     start: date | None
     end: date | None
-    interval: P.PeriodInterval
+    interval: P.Interval
     today: date
     plan: str | None = None
     billing_interval: str | None = None
@@ -41,22 +41,15 @@ class ChurnOptions:
     gross_margin: float | None = None
 
 
-def invalid(param: str, message: str) -> ApiError:
-    return ApiError(422, "invalid_request", f"invalid parameter {param!r}: {message}", param=param)
-
-
 class Selection:
     """A query resolved against the precomputed tables: currency, segments, periods."""
 
-    def __init__(self, session: Session, q: MetricsQuery, interval: P.PeriodInterval) -> None:
+    def __init__(self, session: Session, q: MetricsQuery, interval: P.Interval) -> None:
         self.repo = MetricsRepository(session)
         self.q = q
         self.interval = interval
         self.currency = self._currency()
-        try:
-            self.periods = P.periods(q.start, q.end, interval, q.today)
-        except P.PeriodError as exc:
-            raise invalid(exc.param, str(exc)) from None
+        self.periods = P.periods(q.start, q.end, interval, q.today)
         # segment -> label of the chosen segments; None: every segment, one label.
         self._label: dict[str, str | None] | None = None
         self.segment_keys: list[str] | None = None
@@ -108,7 +101,7 @@ class Selection:
         # Segments are mapped to labels in SQL: one row per label and day (or period).
         labels = self._label if self.q.segment_by else None
         args = (self.q.account, self.currency, self.segment_keys)
-        if self.interval is not P.PeriodInterval.day:
+        if self.interval is not P.Interval.day:
             rows = self.repo.periods(*args, self.interval.value, start, end, labels)
             return chain(rows, self.labels, self.periods)
         rows = self.repo.daily(*args, start, end, labels)

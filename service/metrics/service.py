@@ -6,8 +6,6 @@ services never write here.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 from collections import defaultdict
 from dataclasses import dataclass
@@ -16,8 +14,9 @@ from fractions import Fraction
 
 from sqlalchemy.orm import Session
 
+from service.kit import pagination
+from service.kit import periods as P
 from service.ledger.service import movement_out
-from service.metrics import periods as P
 from service.metrics.repository import MetricsRepository
 from service.metrics.schemas import (
     ChurnAnswer,
@@ -205,7 +204,7 @@ def _period_index(starts: list[date], day: date) -> int:
 
 
 def cohorts(session: Session, q: MetricsQuery) -> CohortsAnswer:
-    sel = Selection(session, q, P.PeriodInterval.month)
+    sel = Selection(session, q, P.Interval.month)
     start, end = sel.bounds
     sums: dict[tuple[date, int, str | None], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for r in sel.repo.cohorts(q.account, sel.currency, sel.segment_keys, start, end):
@@ -219,7 +218,7 @@ def cohorts(session: Session, q: MetricsQuery) -> CohortsAnswer:
         CohortRow(
             cohort_month=cohort,
             months_since_start=n,
-            month=P.shift(cohort, P.PeriodInterval.month, n),
+            month=P.shift(cohort, P.Interval.month, n),
             segment=label,
             cohort_customers=size,
             initial_mrr=sel.money(initial),
@@ -240,15 +239,15 @@ def cohorts(session: Session, q: MetricsQuery) -> CohortsAnswer:
 
 
 def encode_cursor(day: date, row_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{day.isoformat()}|{row_id}".encode()).decode()
+    return pagination.encode_cursor(day, row_id)
 
 
 def decode_cursor(cursor: str) -> tuple[date, int]:
     try:
-        day, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return date.fromisoformat(day), int(row_id)
-    except (ValueError, binascii.Error, UnicodeError):
+        day, row_id = pagination.decode_cursor(cursor, date, int)
+    except pagination.InvalidCursor:
         raise invalid("cursor", "not a cursor from a previous page") from None
+    return day, row_id
 
 
 def ledger_rows(

@@ -4,15 +4,14 @@ The projection writes alert rows in its own transaction (so an alert is never lo
 never sent for rolled-back work); `service.payments.sender` delivers them after commit.
 Each transition has a dedup key, so re-projecting a customer never alerts twice.
 
-Receivers verify `Churn-Ledger-Signature: t=<unix>,v1=<hex>` exactly like Stripe's scheme:
-HMAC-SHA256 with the shared secret over f"{t}.{body}", and should dedupe on the alert `id`
-(delivery is at-least-once).
+Receivers verify `Churn-Ledger-Signature: t=<unix>,v1=<hex>` exactly like Stripe's scheme
+(`service.kit.signing`): HMAC-SHA256 with the shared secret over f"{t}.{body}", and should
+dedupe on the alert `id` (delivery is at-least-once).
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -61,11 +60,6 @@ class AlertConfig:
 
     def backoff_ms(self, attempts: int) -> int:
         return int(min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempts - 1)) * 1000)
-
-
-def sign(body: bytes, secret: str, timestamp: int) -> str:
-    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
 
 
 def alert_id(account: str, dedup_key: str) -> str:

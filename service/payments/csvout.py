@@ -1,10 +1,8 @@
-"""CSV for BI tools (design §7): one flat row per JSON object, money as amount + display."""
+"""CSV for BI tools (design §7): one flat row per JSON object, money as amount + display,
+written by the kit's one CSV writer."""
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 from collections.abc import Iterable
 from typing import Any, get_origin
 
@@ -12,15 +10,12 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from service.kit import csv
 from service.ledger.schemas import Money
 
-CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
 }
-# A spreadsheet runs a cell starting with these as a formula (CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 def wants_csv(request: Request, format_: str | None) -> bool:
@@ -60,20 +55,7 @@ def columns(cls: type[BaseModel]) -> list[str]:
     return names
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
-        return "'" + value
-    return "" if value is None else value
-
-
 def csv_response(models: Iterable[BaseModel], cls: type[BaseModel], filename: str) -> Response:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns(cls), lineterminator="\n")
-    writer.writeheader()
-    for model in models:
-        writer.writerow({k: _cell(v) for k, v in flatten(model).items()})
-    return Response(
-        buffer.getvalue(),
-        media_type=CSV_MEDIA_TYPE,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    header = columns(cls)
+    rows = ([row.get(name) for name in header] for row in map(flatten, models))
+    return csv.csv_response(header, rows, filename=filename)

@@ -11,12 +11,12 @@ from service.db import SessionDep
 from service.kit.auth import ApiKeyDep, SettingsDep
 from service.kit.errors import ApiError, ErrorResponse
 from service.kit.params import PRINTABLE, AccountQuery, check_day_bounds
+from service.kit.periods import Interval, floor
 from service.kit.time import now_ts, utc_day
 from service.payments import service
 from service.payments.csvout import CSV_RESPONSE, csv_response, wants_csv
 from service.payments.models import Outcome
-from service.payments.periods import Interval, floor
-from service.payments.report import TooManyPeriodsError, recovery_report
+from service.payments.report import recovery_report
 from service.payments.schemas import (
     EpisodeDetailOut,
     EpisodeOut,
@@ -95,10 +95,15 @@ def get_failed_payment(
         "Failed, recovered, open and lost invoices and amounts, recovery rates by count and "
         "amount, median and p90 time to recover, the attempt that recovered, MRR at risk at "
         "each period end, involuntary vs voluntary churned MRR, and a decline-code "
-        "breakdown. Amounts in the reporting currency. Defaults: the last 12 months. "
-        "CSV has one row per period (the breakdowns are JSON-only)."
+        "breakdown. Amounts in the reporting currency. Periods are whole UTC calendar "
+        "periods, as for every /v1/metrics answer (`range`: one period, exactly "
+        "[start, end)). Defaults: the last 12 months. CSV has one row per period (the "
+        "breakdowns are JSON-only)."
     ),
-    responses={**CSV_RESPONSE, 400: {"model": ErrorResponse}},
+    responses={
+        **CSV_RESPONSE,
+        422: {"model": ErrorResponse, "description": "Invalid parameter (`error.param`)"},
+    },
 )
 def get_recovery(
     request: Request,
@@ -106,27 +111,33 @@ def get_recovery(
     settings: SettingsDep,
     _key: ApiKeyDep,
     account: AccountQuery = "",
-    interval: Interval = Interval.month,
-    start: Annotated[date | None, Query(description="First day (UTC)")] = None,
-    end: Annotated[date | None, Query(description="Day after the last (UTC), exclusive")] = None,
+    interval: Annotated[
+        Interval, Query(description="Calendar periods, UTC; `range`: one period")
+    ] = Interval.month,
+    start: Annotated[
+        date | None,
+        Query(description="First day (UTC); rounded down to its period's start"),
+    ] = None,
+    end: Annotated[
+        date | None,
+        Query(description="Day after the last (UTC), exclusive; rounded up to a period end"),
+    ] = None,
     format_: FormatQuery = None,
 ) -> Any:
     check_day_bounds(start=start, end=end)
-    end = end or utc_day(now_ts()) + timedelta(days=1)
+    today = utc_day(now_ts())
+    end = end or today + timedelta(days=1)
     if start is None:
         start = floor(end - timedelta(days=365), Interval.month)
-    _check_range(start, end)
-    try:
-        report = recovery_report(
-            session,
-            settings.ledger_options(),
-            account=account,
-            start=start,
-            end=end,
-            interval=interval,
-        )
-    except TooManyPeriodsError as exc:
-        raise ApiError(400, "invalid_request", str(exc)) from None
+    report = recovery_report(
+        session,
+        settings.ledger_options(),
+        account=account,
+        start=start,
+        end=end,
+        interval=interval,
+        today=today,
+    )
     if wants_csv(request, format_):
         return csv_response(report.periods, RecoveryPeriod, "recovery.csv")
     return report

@@ -35,14 +35,12 @@ from typing import Any
 
 from service.ledger.timeline import TERMINAL_STATUSES, DunningWindow
 from service.payments.models import LostReason, Outcome
-from service.payments.shapes import (
-    InvoiceSnapshot,
+from service.stripe_shapes import read_subscription
+from service.stripe_shapes.charge import (
     PaymentFailure,
     read_charge_failure,
-    read_invoice,
     read_payment_intent_failure,
 )
-from service.stripe_shapes import read_subscription
 from service.stripe_shapes.events import (
     FAILED,
     INVOICE_EVENTS,
@@ -50,6 +48,7 @@ from service.stripe_shapes.events import (
     SUBSCRIPTION_EVENTS,
     RawEvent,
 )
+from service.stripe_shapes.invoice import InvoiceSnapshot, read_invoice
 
 # Stripe sends charge.failed, payment_intent.payment_failed and invoice.payment_failed
 # within seconds of each other; retries of one invoice are days apart.

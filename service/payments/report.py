@@ -13,12 +13,12 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy.orm import Session
 
+from service.kit.periods import Interval, periods
 from service.kit.time import day_start, utc_day
 from service.ledger.fx import FxTable
 from service.ledger.models import ChurnReason
 from service.ledger.repository import LedgerRepository
 from service.ledger.schemas import Money
-from service.payments.periods import Interval, split
 from service.payments.recovery import EpisodeFacts, Outcomes, summarize
 from service.payments.repository import PaymentRepository
 from service.payments.risk import mrr_at_risk
@@ -30,12 +30,6 @@ from service.payments.schemas import (
 )
 from service.settings import LedgerOptions
 from service.webhooks.repository import StripeEventRepository
-
-MAX_PERIODS = 1000
-
-
-class TooManyPeriodsError(ValueError):
-    pass
 
 
 def _facts(session: Session, account: str, start: int, end: int, fx: FxTable) -> list[EpisodeFacts]:
@@ -107,20 +101,18 @@ def recovery_report(
     start: date,
     end: date,
     interval: Interval,
+    today: date,
 ) -> RecoveryOut:
-    periods = split(start, end, interval)
-    if len(periods) > MAX_PERIODS:
-        raise TooManyPeriodsError(
-            f"{len(periods)} periods: at most {MAX_PERIODS}; use a longer interval"
-        )
+    """The whole periods covering [start, end), cut as for every metric (kit.periods)."""
+    cut = periods(start, end, interval, today)
     fx = LedgerRepository(session).fx_table(options.reporting_currency)
     as_of = StripeEventRepository(session).newest_handled(account)
     return RecoveryOut(
         account=account,
         reporting_currency=fx.reporting,
         interval=interval,
-        start=start,
-        end=end,
+        start=cut[0][0],
+        end=cut[-1][1],
         as_of=None if as_of is None else datetime.fromtimestamp(as_of, UTC),
-        periods=[_period(session, account, s, e, fx) for s, e in periods],
+        periods=[_period(session, account, s, e, fx) for s, e in cut],
     )

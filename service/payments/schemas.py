@@ -8,9 +8,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, PlainSerializer
 
+from service.kit.periods import Interval
 from service.ledger.schemas import Money
 from service.payments.models import LostReason, Outcome
-from service.payments.periods import Interval
 
 # Exact decimals inside, JSON numbers outside (0.666667, not "0.666667").
 Rate = Annotated[
@@ -108,7 +108,7 @@ class RecoveryOut(BaseModel):
     account: str
     reporting_currency: str
     interval: Interval
-    start: date
-    end: date = Field(description="Exclusive")
+    start: date = Field(description="The first period's start")
+    end: date = Field(description="The last period's end (exclusive)")
     as_of: datetime | None = Field(description="Newest projected event included")
     periods: list[RecoveryPeriod]

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.kit.signing import sign
 from service.payments.alerts import (
     ID_HEADER,
     SIGNATURE_HEADER,
@@ -23,7 +24,6 @@ from service.payments.alerts import (
     alert_body,
     alert_id,
     check_mrr_at_risk,
-    sign,
 )
 from service.payments.repository import AlertRepository
 from service.settings import Settings

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from sqlalchemy.orm import Session
 
+from service.kit import pagination
 from service.kit.errors import ApiError
 from service.kit.time import day_start
 from service.ledger.schemas import Money
@@ -69,19 +67,17 @@ def _day_ts(day: date | None) -> int | None:
 
 
 def encode_cursor(ep: PaymentEpisode) -> str:
-    raw = json.dumps([ep.first_failure_at, ep.invoice_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pagination.encode_cursor(ep.first_failure_at, ep.invoice_id)
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, invoice_id = json.loads(raw)
-        if isinstance(at, int) and not isinstance(at, bool) and isinstance(invoice_id, str):
-            return at, invoice_id
-    except (binascii.Error, ValueError, TypeError):
-        pass
-    raise ApiError(400, "invalid_request", "invalid `cursor`: pass back a `next_cursor` as is")
+        at, invoice_id = pagination.decode_cursor(cursor, int, str)
+    except pagination.InvalidCursor:
+        raise ApiError(
+            400, "invalid_request", "invalid `cursor`: pass back a `next_cursor` as is"
+        ) from None
+    return at, invoice_id
 
 
 def _page(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, date, datetime
 
 import pytest
@@ -13,7 +15,7 @@ from jobs.metrics.refresh import refresh
 from service.ledger.repository import LedgerRepository
 from service.webhooks.models import StripeEvent
 from tests.conftest import API_KEY
-from tests.metrics.scenario import TODAY, Step, add_series, d, seed_scenario
+from tests.metrics.scenario import TODAY, Step, add_series, add_subscription, d, seed_scenario
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ENDPOINTS = ["mrr", "movements", "churn", "cohorts", "churn-reasons"]
@@ -203,3 +205,22 @@ def test_json_is_what_the_response_model_serializes(
     adapter = TypeAdapter(model)
     assert adapter.dump_json(adapter.validate_json(response.content)) == response.content
     assert response.json()["data"]
+
+
+def test_csv_never_holds_a_live_formula(client: TestClient, db_session: Session):
+    # Customer ids and plan ids are text from Stripe: a spreadsheet must not run them.
+    add_series(db_session, '=HYPERLINK("x")', [Step(d(1, 3), 2500), Step(d(1, 20), 0)])
+    add_subscription(db_session, '=HYPERLINK("x")', plan="@SUM(A1)", interval="month")
+    refresh(db_session, today=TODAY)
+    ledger = client.get("/v1/movements", params={"format": "csv"}, headers=AUTH)
+    rows = list(csv.DictReader(io.StringIO(ledger.text)))
+    assert [(r["customer_id"], r["delta"]) for r in rows] == [
+        ('\'=HYPERLINK("x")', "2500"),
+        ('\'=HYPERLINK("x")', "-2500"),  # a negative number is a number
+    ]
+    params = {"format": "csv", "segment_by": "plan", "start": "2025-01-01", "end": "2025-02-01"}
+    mrr = client.get("/v1/metrics/movements", params=params, headers=AUTH)
+    [jan] = list(csv.DictReader(io.StringIO(mrr.text)))
+    assert (jan["segment"], jan["churned_mrr"], jan["churned_mrr_display"]) == (
+        "'@SUM(A1)", "-2500", "-25.00",
+    )  # fmt: skip

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 from jobs.metrics.refresh import refresh
-from service.metrics import periods as P
+from service.kit import periods as P
 from service.metrics.repository import DAILY_SUMS, PERIOD_SUMS, MetricsRepository
 from service.metrics.series import (
     PeriodValues,
@@ -50,7 +50,7 @@ class TestChain:
         # From before the first ledger day (an opening balance of 0) and from inside the
         # history (a real opening balance), to past `through` (no exposure there).
         for first in (date(2024, 10, 1), date(2025, 3, 1)):
-            periods = P.periods(first, date(2025, 9, 1), P.PeriodInterval(interval), TODAY)
+            periods = P.periods(first, date(2025, 9, 1), P.Interval(interval), TODAY)
             start, end = periods[0][0], periods[-1][1]
             by_day = walk(repo.daily("", "usd", None, start, end, labels), names, periods, TODAY)
             by_period = chain(

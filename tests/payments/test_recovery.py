@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from service.kit.periods import Interval, periods
 from service.ledger.fx import FxQuote
 from service.ledger.repository import LedgerRepository
-from service.payments.periods import Interval, split
 from service.payments.recovery import nearest_rank, ratio
 from tests.conftest import API_KEY
 from tests.ledger.scenario import day
@@ -315,19 +315,22 @@ class TestArithmetic:
         assert ratio(2, 3) == Decimal("0.666667")
         assert ratio(1, 8) == Decimal("0.125000")
 
-    def test_periods_are_calendar_aligned_and_clipped(self):
-        assert split(date(2025, 1, 15), date(2025, 3, 10), Interval.month) == [
-            (date(2025, 1, 15), date(2025, 2, 1)),
+    def test_periods_are_whole_calendar_periods(self):
+        # The same periods as every /v1/metrics answer: start rounded down to its period's
+        # start, end up to a period end (no longer clipped to [start, end)).
+        today = date(2025, 6, 1)
+        assert periods(date(2025, 1, 15), date(2025, 3, 10), Interval.month, today) == [
+            (date(2025, 1, 1), date(2025, 2, 1)),
             (date(2025, 2, 1), date(2025, 3, 1)),
-            (date(2025, 3, 1), date(2025, 3, 10)),
+            (date(2025, 3, 1), date(2025, 4, 1)),
         ]
-        # 2025-01-01 is a Wednesday: ISO weeks start on Monday the 6th
-        assert split(date(2025, 1, 1), date(2025, 1, 14), Interval.week) == [
-            (date(2025, 1, 1), date(2025, 1, 6)),
+        # 2025-01-01 is a Wednesday: its ISO week starts on Monday 2024-12-30
+        assert periods(date(2025, 1, 1), date(2025, 1, 14), Interval.week, today) == [
+            (date(2024, 12, 30), date(2025, 1, 6)),
             (date(2025, 1, 6), date(2025, 1, 13)),
-            (date(2025, 1, 13), date(2025, 1, 14)),
+            (date(2025, 1, 13), date(2025, 1, 20)),
         ]
-        assert split(date(2024, 11, 5), date(2025, 4, 1), Interval.quarter)[1] == (
+        assert periods(date(2024, 11, 5), date(2025, 4, 1), Interval.quarter, today)[1] == (
             date(2025, 1, 1),
             date(2025, 4, 1),
         )

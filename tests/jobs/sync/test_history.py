@@ -6,10 +6,11 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from jobs.invoice_lines import BilledLine, billed_lines, invoice_subscription
 from jobs.sync.history import FirstReal, reconstruct
 from service.ledger.timeline import project
 from service.stripe_shapes.events import RawEvent
+from service.stripe_shapes.invoice import invoice_subscription
+from service.stripe_shapes.invoice_lines import BilledLine, billed_lines
 from tests.factories import item, subscription_payload
 from tests.jobs.sync.account import PRICE_49, PRICE_99, invoice, line
 from tests.ledger.scenario import day

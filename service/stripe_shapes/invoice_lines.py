@@ -8,8 +8,9 @@ Two line shapes (design §2):
   items, `line.parent.invoice_item_details`) holds subscription, item and proration;
   the price is `line.pricing.price_details.price`, an id unless expanded.
 
-Invoices name their subscription at `invoice.subscription` (old) or
-`invoice.parent.subscription_details.subscription` (new).
+Where both shapes' fields are present, the current one wins. Invoices name their
+subscription at `invoice.subscription` (old) or
+`invoice.parent.subscription_details.subscription` (new): `invoice.invoice_subscription`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.stripe_shapes.fields import as_mapping, expandable_id, get_int, get_str, list_data
+from service.stripe_shapes.invoice import invoice_subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +37,6 @@ class BilledLine:
     proration: bool
     # The "unused time" side of a proration: it credits the state that ended at `start`.
     credit: bool
-
-
-def invoice_subscription(invoice: Mapping[str, Any]) -> str | None:
-    found = expandable_id(invoice.get("subscription"))
-    if found is None:
-        details = as_mapping(as_mapping(invoice.get("parent")).get("subscription_details"))
-        found = expandable_id(details.get("subscription"))
-    return found
 
 
 def _parent_details(line: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -1,12 +1,14 @@
-"""Invoices, charges and payment intents of any API version, read defensively.
+"""Invoices of any API version, read defensively.
 
 Shapes seen in the wild (design §2):
 
 * before 2025-03-31: `invoice.subscription`, and the invoice names its `charge` and
-  `payment_intent`; charges and payment intents name their `invoice`;
+  `payment_intent`;
 * 2025-03-31 (basil) and later: `invoice.parent.subscription_details.subscription`; the
   links between invoices and payments moved to `invoice.payments` (an includable list,
-  absent from webhooks unless expanded), and charges/payment intents lost `invoice`.
+  absent from webhooks unless expanded).
+
+Their failed charges and payment intents are read in `service.stripe_shapes.charge`.
 
 Absent, `null` and expanded-object forms all occur; nothing here raises on them.
 """
@@ -47,25 +49,18 @@ class InvoiceSnapshot:
     marked_uncollectible_at: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class PaymentFailure:
-    """A failed charge or payment intent: where decline codes come from."""
+def invoice_subscription(invoice: Mapping[str, Any]) -> str | None:
+    """The subscription an invoice bills for, in either API shape (id or expanded object).
 
-    id: str | None
-    kind: str  # charge | payment_intent
-    invoice: str | None  # only before basil
-    charge: str | None  # the payment intent's charge
-    payment_intent: str | None  # the charge's payment intent
-    amount: int | None
-    currency: str | None
-    decline_code: str | None
-    message: str | None
-
-
-def _subscription_of(obj: Mapping[str, Any]) -> str | None:
-    parent = as_mapping(obj.get("parent"))
-    details = as_mapping(parent.get("subscription_details"))
-    return expandable_id(details.get("subscription")) or expandable_id(obj.get("subscription"))
+    2025-03-31 (basil) replaced `invoice.subscription` by
+    `invoice.parent.subscription_details.subscription`, so one payload carries one of them.
+    Should one carry both, the current field wins: it is the one Stripe's API reference
+    defines, the top-level field being the deprecated one (invoice lines read alike:
+    `line.parent.subscription_item_details` before `line.subscription`, invoice_lines.py).
+    """
+    details = as_mapping(as_mapping(invoice.get("parent")).get("subscription_details"))
+    found = expandable_id(details.get("subscription"))
+    return found if found is not None else expandable_id(invoice.get("subscription"))
 
 
 def _payment_links(obj: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -87,7 +82,7 @@ def read_invoice(obj: Mapping[str, Any]) -> InvoiceSnapshot:
     charges, intents = _payment_links(obj)
     return InvoiceSnapshot(
         id=get_str(obj, "id"),
-        subscription=_subscription_of(obj),
+        subscription=invoice_subscription(obj),
         status=status,
         paid=status == "paid" or get_bool(obj, "paid"),
         amount_due=get_int(obj, "amount_due"),
@@ -101,36 +96,4 @@ def read_invoice(obj: Mapping[str, Any]) -> InvoiceSnapshot:
         paid_at=get_int(transitions, "paid_at"),
         voided_at=get_int(transitions, "voided_at"),
         marked_uncollectible_at=get_int(transitions, "marked_uncollectible_at"),
-    )
-
-
-def read_charge_failure(obj: Mapping[str, Any]) -> PaymentFailure:
-    outcome = as_mapping(obj.get("outcome"))
-    # `failure_code` is coarse (card_declined); an issuer's decline reason
-    # (insufficient_funds, ...) is in `outcome.reason`.
-    return PaymentFailure(
-        id=get_str(obj, "id"),
-        kind="charge",
-        invoice=expandable_id(obj.get("invoice")),
-        charge=get_str(obj, "id"),
-        payment_intent=expandable_id(obj.get("payment_intent")),
-        amount=get_int(obj, "amount"),
-        currency=lower_currency(obj.get("currency")),
-        decline_code=get_str(outcome, "reason") or get_str(obj, "failure_code"),
-        message=get_str(obj, "failure_message") or get_str(outcome, "seller_message"),
-    )
-
-
-def read_payment_intent_failure(obj: Mapping[str, Any]) -> PaymentFailure:
-    error = as_mapping(obj.get("last_payment_error"))
-    return PaymentFailure(
-        id=get_str(obj, "id"),
-        kind="payment_intent",
-        invoice=expandable_id(obj.get("invoice")),
-        charge=expandable_id(error.get("charge")) or expandable_id(obj.get("latest_charge")),
-        payment_intent=get_str(obj, "id"),
-        amount=get_int(obj, "amount"),
-        currency=lower_currency(obj.get("currency")),
-        decline_code=get_str(error, "decline_code") or get_str(error, "code"),
-        message=get_str(error, "message"),
     )

@@ -188,7 +188,6 @@ CASES = [
         _current_sub,
         _rec("current", "subscription"),
         {
-            "items.data[].plan.aggregate_usage": "removed from all endpoints in 2025-03-31.basil",
             "items.total_count": BUILDER_ONLY,
         },
     ),
@@ -204,7 +203,7 @@ CASES = [
         "current",
         lambda: _item(_current_sub()),
         _rec("current", "subscription_item"),
-        {"plan.aggregate_usage": "removed from all endpoints in 2025-03-31.basil"},
+        {},
     ),
     Case("price", "current", price_payload, _rec("current", "price"), {}),
     Case(

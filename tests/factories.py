@@ -230,6 +230,9 @@ def _item_payload(
         payload["quantity"] = spec["quantity"]
     if shape == "ancient":
         return payload
+    if shape == "current":
+        # 2025-03-31.basil removed `aggregate_usage` from every endpoint.
+        del payload["plan"]["aggregate_usage"]
     payload["price"] = price
     payload["discounts"] = list(spec["discounts"])
     if shape == "current":

@@ -13,7 +13,6 @@ from decimal import Decimal
 
 import pytest
 
-from jobs.invoice_lines import billed_lines, invoice_subscription, read_line
 from service.stripe_shapes import (
     TransformQuantity,
     read_coupon,
@@ -21,14 +20,12 @@ from service.stripe_shapes import (
     read_price,
     read_subscription,
 )
+from service.stripe_shapes.charge import read_charge_failure, read_payment_intent_failure
 from service.stripe_shapes.events import READ_EVENTS, decode_object
+from service.stripe_shapes.invoice import invoice_subscription, read_invoice
+from service.stripe_shapes.invoice_lines import billed_lines, read_line
 from service.webhooks.schemas import parse_event
 from tests.stripe_shapes import recordings
-from tests.stripe_shapes.readers import (
-    read_charge_failure,
-    read_invoice,
-    read_payment_intent_failure,
-)
 
 PLACEHOLDER = 1234567890  # Stripe's timestamp placeholder in fixtures3
 LEGACY_SUB = "sub_1MoqxHLgUG5tbmjcG8lOfx2N"
@@ -300,7 +297,7 @@ class TestReadPaymentIntentFailure:
 
 
 class TestInvoiceLines:
-    """jobs/invoice_lines.py reads invoice lines (history reconstruction)."""
+    """stripe_shapes/invoice_lines.py reads invoice lines (history reconstruction)."""
 
     @pytest.mark.parametrize("version", recordings.VERSIONS)
     def test_a_one_off_invoice_item_line_is_not_a_subscription_line(self, version):

@@ -25,7 +25,7 @@ from service.metrics.endpoints import router as metrics_router
 from service.ops.endpoints import router as ops_router
 from service.payments.endpoints import router as payments_router
 from service.payments.sender import AlertSender
-from service.projector.worker import ProjectorWorker
+from service.projector.worker import ProjectorProcess, ProjectorWorker, batch_for
 from service.settings import Settings, get_settings
 from service.sync.collector import DriftCollector
 from service.sync.endpoints import router as sync_router
@@ -56,19 +56,20 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             # Unreachable is not fatal: /readyz fails and webhooks answer 503, so
             # Stripe retries until the database is back.
             log.warning("database unreachable at startup: %s", type(exc).__name__)
-        worker = None
-        if settings.projector_enabled:
+        worker: ProjectorWorker | ProjectorProcess | None = None
+        if settings.projector_enabled and settings.projector_mode == "process":
+            worker = ProjectorProcess(settings)
+        elif settings.projector_enabled:
             worker = ProjectorWorker(
                 app.state.sessionmaker,
                 settings.ledger_options(),
-                # SQLite has one write lock, held for a whole batch: one customer per
-                # transaction, taking turns with the receiver's commits at the gate.
-                batch=1 if sqlite else 200,
+                batch=batch_for(engine.dialect.name),
                 gate=app.state.write_gate,
             )
+        if worker is not None:
             app.state.event_stored_hooks.append(worker.wake)
             worker.start()
-            worker.wake()  # drain whatever a previous run left unhandled
+            worker.wake()  # drain whatever a previous run left queued
         app.state.projector = worker
         # None when ALERT_WEBHOOK_URL is unset.
         alerts = AlertSender.from_settings(app.state.sessionmaker, settings)
@@ -96,9 +97,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.telemetry = telemetry
-    sqlite = engine.dialect.name == "sqlite"
-    # In-process writers of one SQLite database take turns (see service/kit/gate.py).
-    app.state.write_gate = WriteGate() if sqlite else None
+    # Writers of one SQLite database take turns, across processes too (service/kit/gate.py).
+    app.state.write_gate = WriteGate.for_engine(engine)
     app.state.event_writer = EventWriter.for_engine(engine, app.state.write_gate)
     # Called after a webhook's event is committed (the projector wakes up on it).
     app.state.event_stored_hooks = []

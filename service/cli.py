@@ -159,18 +159,29 @@ def worker(poll: Annotated[float, typer.Option(help="Seconds between polls")] = 
     import signal
 
     from service.db import make_sessionmaker
+    from service.kit.gate import WriteGate
     from service.kit.telemetry import configure_logging
-    from service.projector.worker import ProjectorWorker
+    from service.projector.worker import ProjectorWorker, batch_for
 
     settings = get_settings()
     configure_logging(settings.log_level)
     engine = create_db_engine(settings.database_url)
     _require_migrated(engine)
-    projector = ProjectorWorker(make_sessionmaker(engine), settings.ledger_options(), poll_s=poll)
+    projector = ProjectorWorker(
+        make_sessionmaker(engine),
+        settings.ledger_options(),
+        poll_s=poll,
+        batch=batch_for(engine.dialect.name),
+        gate=WriteGate.for_engine(engine),
+    )
+    # Blocked before the worker thread starts (it inherits the mask): SIGTERM from an
+    # orchestrator, or Ctrl-C, is then received here only, and ends in a clean stop.
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     projector.start()
     console.print("projector running; Ctrl-C to stop")
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        signal.sigwait(stop_signals)
     finally:
         projector.stop()
 

@@ -20,7 +20,7 @@ from service.metrics.models import (
 )
 from service.payments.models import PaymentAlert, PaymentEpisode, PaymentRiskState
 from service.sync.models import ReconcileRun, SyncCursor
-from service.webhooks.models import EventSource, StripeEvent
+from service.webhooks.models import EventSource, QueuedEvent, StripeEvent
 
 __all__ = [
     "Base",
@@ -39,6 +39,7 @@ __all__ = [
     "PaymentAlert",
     "PaymentEpisode",
     "PaymentRiskState",
+    "QueuedEvent",
     "ReconcileRun",
     "StripeEvent",
     "SubscriptionMrrChange",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -69,7 +69,14 @@ class Settings(BaseSettings):
     past_due_grace_days: int | None = Field(
         None, ge=0, description="Days a past_due subscription still counts; unset: until canceled"
     )
-    projector_enabled: bool = Field(True, description="Run the in-process projection worker")
+    projector_enabled: bool = Field(True, description="Run the projection worker inside `serve`")
+    projector_mode: Literal["process", "thread"] = Field(
+        "process",
+        description=(
+            "process: the worker runs in a child process of each `serve` process (it never"
+            " takes the receiver's interpreter lock); thread: in a thread of it"
+        ),
+    )
     projector_max_attempts: int = Field(10, ge=1)
     readyz_max_backlog: int = Field(10_000, ge=1, description="/readyz fails past this backlog")
     # Failed-payment alerts (design §6): outbound webhooks signed like Stripe's.

@@ -37,7 +37,7 @@ from service.metrics.models import (
     MetricsRefresh,
     MetricsSegment,
 )
-from service.webhooks.models import StripeEvent
+from service.webhooks.repository import StripeEventRepository
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -189,11 +189,7 @@ class MetricsRepository:
         return self.session.scalars(stmt).all()
 
     def newest_handled_event(self, account: str) -> int | None:
-        return self.session.scalar(
-            select(func.max(StripeEvent.created)).where(
-                StripeEvent.account == account, StripeEvent.handled_at.is_not(None)
-            )
-        )
+        return StripeEventRepository(self.session).newest_handled(account)
 
 
 class MetricsStore(MetricsRepository):

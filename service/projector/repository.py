@@ -1,5 +1,5 @@
 """All SQL of projection's writes: the per-customer lock, the schedule of due changes,
-and the ledger and payment rows, one customer at a time or many in bulk."""
+and the ledger and payment rows of a batch of customers, in bulk."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from service.kit.sql import IN_CHUNK, chunks, insert_for
@@ -20,7 +20,6 @@ from service.ledger.models import (
 )
 from service.payments.models import PaymentAlert, PaymentEpisode
 
-DERIVED = (MrrMovement, SubscriptionMrrChange, SubscriptionState, DataQualityWarning)
 MOVEMENT_FIELDS = (
     "movement", "from_mrr", "to_mrr", "delta", "reporting_currency", "fx_rate",
     "from_mrr_reporting", "to_mrr_reporting", "delta_reporting", "event_ids",
@@ -40,24 +39,6 @@ class ProjectionRepository:
 
     # --- the per-customer lock and the schedule -------------------------------------
 
-    def lock_customer(self, account: str, customer_id: str) -> LedgerCustomer:
-        """Serialize projection of one customer across receivers and workers.
-
-        The INSERT comes first on purpose: on SQLite it takes the database write lock
-        before anything is read; on PostgreSQL the row then exists for FOR UPDATE.
-        """
-        self.session.execute(
-            insert_for(self.session, LedgerCustomer)
-            .values(account=account, customer_id=customer_id)
-            .on_conflict_do_nothing(index_elements=["account", "customer_id"])
-        )
-        return self.session.scalars(
-            select(LedgerCustomer)
-            .where(LedgerCustomer.account == account, LedgerCustomer.customer_id == customer_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).one()
-
     def due_customers(self, now: int, limit: int) -> list[tuple[str, str]]:
         rows = self.session.execute(
             select(LedgerCustomer.account, LedgerCustomer.customer_id)
@@ -67,13 +48,7 @@ class ProjectionRepository:
         ).all()
         return [(a, c) for a, c in rows]
 
-    # --- bulk rebuild: many customers of one account per statement ---------------------
-
-    @property
-    def holds_write_lock(self) -> bool:
-        """After any write in a transaction, whether no other connection can write until it
-        ends (SQLite's single writer), so reads and writes see the same events."""
-        return self.session.get_bind().dialect.name == "sqlite"
+    # --- many customers of one account per statement ----------------------------------
 
     def lock_customers(self, account: str, customer_ids: Sequence[str]) -> None:
         """`lock_customer` for many: rows inserted if missing, then all row-locked."""
@@ -93,33 +68,36 @@ class ProjectionRepository:
                 .with_for_update()
             ).all()
 
-    def delete_customers_rows(self, account: str, customer_ids: Sequence[str]) -> set[date]:
-        """Delete these customers' derived rows; returns the days of their old ledger rows."""
-        days: set[date] = set()
-        for chunk in chunks(customer_ids, IN_CHUNK):
-            for model in (*DERIVED, PaymentEpisode):
-                table = model.__table__
-                stmt = table.delete().where(
-                    table.c.account == account, table.c.customer_id.in_(chunk)
-                )
-                if model is MrrMovement:
-                    days.update(self.session.scalars(stmt.returning(table.c.day)))
-                else:
-                    self.session.execute(stmt)
-        return days
+    def write_bulk(self, account: str, customer_ids: Sequence[str], rows: Any) -> set[date]:
+        """Make these customers' rows those of a `BulkRows`; returns the days whose
+        ledger rows changed (the metrics jobs' dirty days).
 
-    def insert_bulk(self, rows: Any) -> None:
-        """Write a `BulkRows`: plain inserts (the rows were just deleted), the customer
-        rows over their lock placeholders, alerts not already in the outbox."""
+        Ledger rows and episodes that did not change are left as they are, with their ids
+        (cursors over /v1/movements and /v1/failed-payments stay valid): existing rows are
+        read once, then only what differs is deleted, updated or inserted. Subscription
+        states, their MRR changes and warnings are replaced (nothing points at them).
+        """
+        for chunk in chunks(customer_ids, IN_CHUNK):
+            for model in (SubscriptionMrrChange, SubscriptionState, DataQualityWarning):
+                table = model.__table__
+                self.session.execute(
+                    table.delete().where(table.c.account == account, table.c.customer_id.in_(chunk))
+                )
         for model, values in (
             (SubscriptionState, rows.states),
             (SubscriptionMrrChange, rows.changes),
             (DataQualityWarning, rows.warnings),
-            (MrrMovement, rows.movements),
-            (PaymentEpisode, rows.episodes),
         ):
             if values:
                 self._insert_rows(model.__table__, values)
+        changed = self._sync(
+            MrrMovement.__table__, account, customer_ids, rows.movements,
+            ("customer_id", "currency", "day"), MOVEMENT_FIELDS,
+        )  # fmt: skip
+        self._sync(
+            PaymentEpisode.__table__, account, customer_ids, rows.episodes,
+            ("invoice_id",), EPISODE_FIELDS,
+        )  # fmt: skip
         if rows.customers:
             self._upsert_customers(rows.customers)
         if rows.alerts:
@@ -129,6 +107,52 @@ class ProjectionRepository:
                 ),
                 rows.alerts,
             )
+        return {key[2] for key in changed}
+
+    def _sync(
+        self,
+        table: Any,
+        account: str,
+        customer_ids: Sequence[str],
+        desired: list[dict[str, Any]],
+        key: tuple[str, ...],
+        fields: tuple[str, ...],
+    ) -> set[tuple[Any, ...]]:
+        """Rows of `table` for these customers made equal to `desired`, by `key`; returns
+        the keys of the rows deleted, updated or inserted."""
+        columns = [table.c.id, *(table.c[k] for k in key), *(table.c[f] for f in fields)]
+        existing: dict[tuple[Any, ...], Any] = {}
+        for chunk in chunks(customer_ids, IN_CHUNK):
+            for row in self.session.execute(
+                select(*columns).where(table.c.account == account, table.c.customer_id.in_(chunk))
+            ):
+                existing[tuple(row._mapping[k] for k in key)] = row
+        changed: set[tuple[Any, ...]] = set()
+        inserts, updates = [], []
+        for values in desired:
+            k = tuple(values[c] for c in key)
+            current = existing.pop(k, None)
+            if current is None:
+                inserts.append(values)
+                changed.add(k)
+            elif any(current._mapping[f] != values[f] for f in fields):
+                updates.append({"_id": current.id, **{f"v_{f}": values[f] for f in fields}})
+                changed.add(k)
+        if existing:
+            changed.update(existing)
+            stale = [row.id for row in existing.values()]
+            for chunk in chunks(stale, IN_CHUNK):
+                self.session.execute(table.delete().where(table.c.id.in_(chunk)))
+        if updates:
+            self.session.execute(
+                table.update()
+                .where(table.c.id == bindparam("_id"))
+                .values({f: bindparam(f"v_{f}") for f in fields}),
+                updates,
+            )
+        if inserts:
+            self._insert_rows(table, inserts)
+        return changed
 
     def _driver_rows(self, table: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list]:
         """Column names and value tuples as SQLAlchemy would send them (its own bind
@@ -188,86 +212,3 @@ class ProjectionRepository:
             f"ON CONFLICT (account, customer_id) DO UPDATE SET {updates}",
             values,
         )
-
-    # --- writing one customer's projection ----------------------------------------------
-
-    def replace_customer_rows(
-        self,
-        account: str,
-        customer_id: str,
-        states: list[dict[str, Any]],
-        changes: list[dict[str, Any]],
-        warnings: list[dict[str, Any]],
-    ) -> None:
-        for model in (SubscriptionMrrChange, SubscriptionState, DataQualityWarning):
-            table = model.__table__
-            self.session.execute(
-                table.delete().where(table.c.account == account, table.c.customer_id == customer_id)
-            )
-        for model, rows in (
-            (SubscriptionState, states),
-            (SubscriptionMrrChange, changes),
-            (DataQualityWarning, warnings),
-        ):
-            if rows:
-                self.session.execute(model.__table__.insert(), rows)
-
-    def sync_movements(
-        self, account: str, customer_id: str, desired: list[dict[str, Any]]
-    ) -> set[date]:
-        """Make the customer's ledger rows equal `desired`, touching only what changed.
-
-        Unchanged rows keep their ids, so cursors over /v1/movements stay valid.
-        Returns the days whose rows changed (for the metrics jobs' dirty days).
-        """
-        existing = {
-            (m.currency, m.day): m
-            for m in self.session.scalars(
-                select(MrrMovement).where(
-                    MrrMovement.account == account, MrrMovement.customer_id == customer_id
-                )
-            )
-        }
-        touched: set[date] = set()
-        inserts = []
-        for row in desired:
-            current = existing.pop((row["currency"], row["day"]), None)
-            if current is None:
-                inserts.append({"account": account, "customer_id": customer_id, **row})
-                touched.add(row["day"])
-            elif any(getattr(current, f) != row[f] for f in MOVEMENT_FIELDS):
-                for f in MOVEMENT_FIELDS:
-                    setattr(current, f, row[f])
-                touched.add(row["day"])
-        for stale in existing.values():
-            touched.add(stale.day)
-            self.session.delete(stale)
-        self.session.flush()
-        if inserts:
-            self.session.execute(MrrMovement.__table__.insert(), inserts)
-        return touched
-
-    def sync_episodes(self, account: str, customer_id: str, desired: list[dict[str, Any]]) -> None:
-        """Make the customer's episodes equal `desired`, keeping ids of unchanged rows."""
-        existing = {
-            e.invoice_id: e
-            for e in self.session.scalars(
-                select(PaymentEpisode).where(
-                    PaymentEpisode.account == account, PaymentEpisode.customer_id == customer_id
-                )
-            )
-        }
-        inserts = []
-        for row in desired:
-            current = existing.pop(row["invoice_id"], None)
-            if current is None:
-                inserts.append({"account": account, **row})
-            else:
-                for f in EPISODE_FIELDS:
-                    if getattr(current, f) != row[f]:
-                        setattr(current, f, row[f])
-        for stale in existing.values():
-            self.session.delete(stale)
-        self.session.flush()
-        if inserts:
-            self.session.execute(PaymentEpisode.__table__.insert(), inserts)

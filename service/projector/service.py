@@ -1,19 +1,20 @@
 """Projection: from the event store to one customer's ledger and payment episodes, the
 drain of pending customers, and `rebuild`.
 
-Every projection recomputes the whole customer from its stored events (cheap: a
-customer's history is small), so incremental projection and `rebuild` share one code
-path and cannot disagree. Services only flush; the caller's edge commits.
+Every projection recomputes whole customers from their stored events, in batches: the
+drain, a single customer and `rebuild` share one read, one computation and one write
+path, and cannot disagree. Services only flush; the caller's edge commits.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from itertools import groupby
 from operator import attrgetter
 from typing import Any
@@ -23,14 +24,10 @@ from sqlalchemy.orm import Session
 from service.kit.time import now_ts
 from service.ledger.fx import FxTable
 from service.ledger.repository import LedgerRepository
-from service.ledger.timeline import Projection
-from service.payments.repository import AlertRepository
 from service.projector.compute import (
     BulkRows,
     CustomerRows,
     compute_chunk,
-    compute_customer,
-    customer_rows,
     init_worker,
     needed_rows,
     project_rows,
@@ -51,28 +48,13 @@ def project_customer(
     *,
     now: int | None = None,
     fx: FxTable | None = None,
-) -> Projection:
-    repo, events = ProjectionRepository(session), StripeEventRepository(session)
-    customer = repo.lock_customer(account, customer_id)
-    rows = list(events.customer_events(account, customer_id))
+) -> None:
+    """Project one customer from all of its stored events (the batch of one)."""
     now = now_ts() if now is None else now
+    StripeEventRepository(session).begin_write()  # before any read (SQLite)
     fx = fx or LedgerRepository(session).fx_table(options.reporting_currency)
-    result = compute_customer(rows, now=now, past_due_grace_days=options.past_due_grace_days)
-    out = customer_rows(account, customer_id, result, fx)
-    # Same lock, same transaction as the ledger: episodes and their alerts.
-    repo.sync_episodes(account, customer_id, out.episodes)
-    AlertRepository(session).enqueue_alerts(out.alerts)
-    repo.replace_customer_rows(account, customer_id, out.states, out.changes, out.warnings)
-    touched = repo.sync_movements(account, customer_id, out.movements)
-    # The metrics jobs recompute only what changed; marked in this same transaction.
-    LedgerRepository(session).mark_changed(account, sorted(touched))
-    customer.first_mrr_day = out.first_mrr_day
-    customer.next_change_at = out.next_change_at
-    handled_at = datetime.now(UTC)
-    customer.projected_at = handled_at
-    events.mark_handled([r.id for r in rows], handled_at)
+    _Batch(session, now, options.past_due_grace_days, fx).customers(account, [customer_id])
     session.flush()
-    return result.projection
 
 
 def project_pending(
@@ -82,29 +64,54 @@ def project_pending(
     limit: int = 200,
     now: int | None = None,
 ) -> int:
-    """Project customers with unhandled events (or a scheduled change that is due).
+    """Project up to `limit` customers with queued events (oldest first) or a scheduled
+    change that is due, in one batch per account; returns how many were projected.
 
-    Each customer runs in a savepoint: one that fails is recorded on its events
-    (attempts, last_error) and retried later, without holding back the others.
-    Returns how many customers were projected.
+    Customers another projector is projecting right now are skipped, not waited for
+    (design §8). A batch that fails is retried customer by customer, each in a savepoint:
+    one that still fails is recorded on its queued events (attempts, last_error) and
+    retried later, without holding back the others.
     """
-    repo, events = ProjectionRepository(session), StripeEventRepository(session)
+    events = StripeEventRepository(session)
     now = now_ts() if now is None else now
-    events.mark_customerless_handled(datetime.now(UTC))
+    events.begin_write()
     customers = events.pending_customers(limit, options.max_attempts)
-    customers += [c for c in repo.due_customers(now, limit) if c not in customers]
+    due = ProjectionRepository(session).due_customers(now, limit)
+    customers += [c for c in due if c not in set(customers)]
+    mine = events.try_lock_customers(sorted(customers))  # one lock order: no deadlocks
+    if not mine:
+        return 0
     fx = LedgerRepository(session).fx_table(options.reporting_currency)
+    batch = _Batch(session, now, options.past_due_grace_days, fx)
     done = 0
-    for account, customer_id in sorted(customers):  # one lock order: no deadlocks
+    for account, group in groupby(mine, key=lambda c: c[0]):
+        ids = [customer_id for _, customer_id in group]
         try:
             with session.begin_nested():
-                project_customer(session, account, customer_id, options, now=now, fx=fx)
-            done += 1
-        except Exception as exc:  # a bad event must not stop the others
-            log.exception("projection failed", extra={"fields": {"customer": customer_id}})
-            with session.begin_nested():
-                events.record_failure(account, customer_id, f"{type(exc).__name__}: {exc}")
+                batch.customers(account, ids)
+            done += len(ids)
+            continue
+        except Exception:
+            if len(ids) == 1:
+                _record_failure(session, account, ids[0])
+                continue
+        for customer_id in ids:
+            try:
+                with session.begin_nested():
+                    batch.customers(account, [customer_id])
+                done += 1
+            except Exception:  # a bad event must not stop the others
+                _record_failure(session, account, customer_id)
     return done
+
+
+def _record_failure(session: Session, account: str, customer_id: str) -> None:
+    log.exception("projection failed", extra={"fields": {"customer": customer_id}})
+    exc = sys.exc_info()[1]
+    with session.begin_nested():
+        StripeEventRepository(session).record_failure(
+            account, customer_id, f"{type(exc).__name__}: {exc}"
+        )
 
 
 POOL_CHUNK = 50  # customers per task sent to a worker process
@@ -121,31 +128,30 @@ def rebuild(
     workers: int = 1,
 ) -> int:
     """Recompute every customer (of `account`, or all) from the event store; returns
-    customers projected. Same results as projecting each customer incrementally.
+    customers projected. Same results as projecting each customer incrementally: the
+    same batch path, over every customer in order.
 
     A job is its own edge: each batch of `batch` customers is one transaction that locks
-    them, reads their events in one query, computes them and replaces their rows in bulk.
-    A failed or interrupted rebuild leaves every customer either rebuilt or as it was
-    (never missing), and the ledger stays readable while it runs. With `workers` > 1 the
-    computation runs in that many processes: measured on 2 cores, about 1.3x faster when
-    the events are already handled, no faster on a never-projected store (marking every
-    event handled is then most of the time, and is serial).
+    them, reads their events in one query, computes them and writes what changed in
+    bulk. A failed or interrupted rebuild leaves every customer either rebuilt or as it
+    was (never missing), and the ledger stays readable while it runs. With `workers` > 1
+    the computation runs in that many processes.
     """
     now = now_ts() if now is None else now
     events = StripeEventRepository(session)
-    events.mark_customerless_handled(datetime.now(UTC))
     customers = events.all_customers(account)
     fx = LedgerRepository(session).fx_table(options.reporting_currency)
     session.commit()
     total = len(customers)
     with _pool(workers, now, options.past_due_grace_days, fx) as pool:
-        job = _Rebuild(session, now, options.past_due_grace_days, fx, pool)
+        job = _Batch(session, now, options.past_due_grace_days, fx, pool)
         for start in range(0, total, batch):
+            events.begin_write()
             by_account: dict[str, list[str]] = {}
             for acct, customer_id in customers[start : start + batch]:
                 by_account.setdefault(acct, []).append(customer_id)
             for acct, ids in by_account.items():
-                job.customers(acct, ids)
+                job.customers(acct, ids, contiguous=True)
             session.commit()
             session.expunge_all()
             if progress:
@@ -174,43 +180,39 @@ def _pool(
         pool.shutdown(cancel_futures=True)
 
 
-class _Rebuild:
+class _Batch:
+    """Projection of a batch of customers of one account: the one path of the drain,
+    of a single customer and of rebuild."""
+
     def __init__(
         self,
         session: Session,
         now: int,
         grace: int | None,
         fx: FxTable,
-        pool: ProcessPoolExecutor | None,
+        pool: ProcessPoolExecutor | None = None,
     ) -> None:
         self.session = session
         self.repo = ProjectionRepository(session)
         self.events = StripeEventRepository(session)
         self.now, self.grace, self.fx, self.pool = now, grace, fx, pool
-        self.dirty: dict[str, set[date]] = {}  # days marked by an earlier batch
 
-    def customers(self, account: str, customer_ids: list[str]) -> None:
-        """Rebuild these customers (sorted) of one account, in the caller's transaction."""
+    def customers(self, account: str, customer_ids: list[str], *, contiguous: bool = False) -> None:
+        """Project these customers (sorted) of one account, in the caller's transaction."""
         repo, events = self.repo, self.events
-        # The same per-customer lock as project_customer, taken before reading: a worker
-        # projecting one of them waits for this batch to commit, then sees its result.
+        # The per-customer row lock, taken before reading: a rebuild batch and a drain
+        # batch holding one customer each wait for the other's commit, then see it.
         repo.lock_customers(account, customer_ids)
-        handled_at = datetime.now(UTC)
-        # Every event marked handled must be among those read. On PostgreSQL, receivers
-        # keep storing events meanwhile: mark first, then read (one stored in between is
-        # read too, and projected again later, which changes nothing). On SQLite the lock
-        # above holds the database write lock, so nothing is stored in between: read
-        # first, from pages the marking has not yet rewritten.
-        mark_first = not repo.holds_write_lock
-        if mark_first:
-            events.mark_customers_handled(account, customer_ids, handled_at)
+        # What is queued now is covered by the read below; an event stored after this
+        # stays queued (it may be read too, and is then projected twice: no change).
+        queued = events.queued(account, customer_ids)
         wanted = set(customer_ids)
         # Invoice and charge events only for customers with a failed payment: the same
         # rule as needed_rows, so most of them never leave the database.
-        stream = events.events_of_range(
+        stream = events.events_of(
             account,
-            customer_ids[0],
-            customer_ids[-1],
+            customer_ids,
+            contiguous=contiguous,
             types=LEDGER_EVENTS,
             flagged_types=PAYMENT_EVENTS,
             flag_type=FAILED,
@@ -219,24 +221,21 @@ class _Rebuild:
         groups = (
             (customer_id, list(rows))
             for customer_id, rows in groupby(stream, key=attrgetter("customer_id"))
-            # One first seen after the customer list was taken is left to the worker.
+            # One first seen after the customer list was taken is left to the drain.
             if customer_id in wanted
         )
+        handled_at = datetime.now(UTC)
         out = BulkRows()
         seen: set[str] = set()
         for customer_id, rows in self._computed(account, groups):
             seen.add(customer_id)
             out.add(account, customer_id, rows, handled_at)
-        if not mark_first:
-            events.mark_customers_handled(account, customer_ids, handled_at)
         for customer_id in wanted - seen:  # only events no projector reads: empty rows
             out.add(account, customer_id, CustomerRows(), handled_at)
-        old_days = repo.delete_customers_rows(account, customer_ids)
-        repo.insert_bulk(out)
-        dirty = self.dirty.setdefault(account, set())
-        days = (old_days | {m["day"] for m in out.movements}) - dirty
-        LedgerRepository(self.session).mark_changed(account, sorted(days))
-        dirty.update(days)
+        touched = repo.write_bulk(account, customer_ids, out)
+        events.dequeue(queued)
+        # The metrics jobs recompute only what changed; marked in this same transaction.
+        LedgerRepository(self.session).mark_changed(account, sorted(touched))
 
     def _computed(
         self, account: str, groups: Iterable[tuple[str, list[Any]]]

@@ -1,22 +1,53 @@
-"""In-process projection worker: drains unhandled events off the request path (design §1).
+"""The projection worker: drains the projection queue off the request path (design §1).
 
 A webhook's commit wakes it; it also polls, so events stored by another process (a second
 receiver, a backfill) and scheduled changes (a discount ending) are picked up too.
+
+`ProjectorWorker` runs the loop in a thread of the process that creates it (`churn-ledger
+worker`, tests). `ProjectorProcess` is how `serve` runs it by default: in a process of its
+own, so that projecting never takes the receiver's interpreter lock, at a lower CPU
+priority, so that under load the receiver is served first and the projector catches up
+after; the serving process restarts it if it dies.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import os
+import select
 import threading
+import time
+from multiprocessing.reduction import DupFd
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db import create_db_engine, make_sessionmaker
 from service.kit.gate import WriteGate
+from service.kit.telemetry import configure_logging
 from service.projector.service import project_pending
-from service.settings import LedgerOptions
+from service.settings import LedgerOptions, Settings
 
 log = logging.getLogger("churn_ledger.worker")
+
+# SQLite has one write lock, held for a whole batch: a few customers per transaction
+# keep the receiver's wait for it short. PostgreSQL locks customers, not the database.
+SQLITE_BATCH = 16
+POSTGRES_BATCH = 200
+NICE = 10  # below the receiver: the kernel gives it the CPU first under load
+
+
+class _Flag(Protocol):
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+def batch_for(dialect: str) -> int:
+    return SQLITE_BATCH if dialect == "sqlite" else POSTGRES_BATCH
 
 
 class ProjectorWorker:
@@ -28,18 +59,19 @@ class ProjectorWorker:
         poll_s: float = 1.0,
         batch: int = 200,
         gate: WriteGate | None = None,
+        wake: _Flag | None = None,
     ) -> None:
         self._gate = gate or contextlib.nullcontext()
         self._factory = session_factory
         self._options = options
         self._poll_s = poll_s
         self._batch = batch
-        self._wake = threading.Event()
+        self._wake: _Flag = wake or threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="projector", daemon=True)
+        self._thread = threading.Thread(target=self.run, name="projector", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10) -> None:
@@ -57,13 +89,141 @@ class ProjectorWorker:
             session.commit()
         return done
 
-    def _run(self) -> None:
+    def run(self, alive: Any = None) -> None:
+        """The loop, until `stop` (or until `alive()` says the parent is gone)."""
         while not self._stop.is_set():
             self._wake.wait(self._poll_s)
             self._wake.clear()
+            if alive is not None and not alive():
+                return
             try:
                 while not self._stop.is_set() and self.drain_once():
                     pass
             except Exception:
-                # The database may be away; events stay unhandled and are retried.
+                # The database may be away; events stay queued and are retried.
                 log.exception("projection pass failed")
+
+
+class _PipeWake:
+    """Wake-ups across processes over a pipe. Not a multiprocessing.Event: that one
+    shares a lock with the child, and a child killed while holding it would hang every
+    webhook's wake-up after it. A byte written without blocking cannot hang anything."""
+
+    def __init__(self, read_fd: int | None = None, write_fd: int | None = None) -> None:
+        self.read_fd, self.write_fd = read_fd, write_fd
+
+    @classmethod
+    def pair(cls) -> tuple[int, int]:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        return read_fd, write_fd
+
+    def set(self) -> None:
+        # A full pipe already holds a wake-up; a closed one has no reader to wake.
+        if self.write_fd is not None:
+            with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
+                os.write(self.write_fd, b"x")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert self.read_fd is not None
+        ready, _, _ = select.select([self.read_fd], [], [], timeout)
+        return bool(ready)
+
+    def clear(self) -> None:
+        assert self.read_fd is not None
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.read_fd, 4096):
+                pass
+
+    def is_set(self) -> bool:
+        return self.wait(0)
+
+
+def _child(settings: Settings, read_fd: Any, parent: int, poll_s: float) -> None:
+    """The projector process: its own engine, connections and interpreter."""
+    fd = read_fd.detach()
+    os.set_blocking(fd, False)
+    wake = _PipeWake(read_fd=fd)
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+    configure_logging(settings.log_level)
+    engine = create_db_engine(settings.database_url)
+    worker = ProjectorWorker(
+        make_sessionmaker(engine),
+        settings.ledger_options(),
+        poll_s=poll_s,
+        batch=batch_for(engine.dialect.name),
+        gate=WriteGate.for_engine(engine),
+        wake=wake,
+    )
+    try:
+        worker.run(alive=lambda: os.getppid() == parent)
+    finally:
+        engine.dispose()
+
+
+class ProjectorProcess:
+    """A `ProjectorWorker` in a child process, supervised: restarted if it dies."""
+
+    def __init__(self, settings: Settings, *, poll_s: float = 0.5) -> None:
+        self._settings = settings
+        self._poll_s = poll_s
+        # spawn, not fork: the parent runs threads (the receiver's writers, the event
+        # loop) whose locks a forked child would inherit held.
+        self._context = multiprocessing.get_context("spawn")
+        self._wake = _PipeWake()
+        self._proc: Any = None
+        self._stop = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def start(self) -> None:
+        self._spawn()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="projector-supervisor", daemon=True
+        )
+        self._supervisor.start()
+        self.wake()  # drain whatever a previous run left queued
+
+    def _spawn(self) -> None:
+        read_fd, write_fd = _PipeWake.pair()
+        self._proc = self._context.Process(
+            target=_child,
+            args=(self._settings, DupFd(read_fd), os.getpid(), self._poll_s),
+            name="churn-ledger-projector",
+            daemon=True,
+        )
+        self._proc.start()
+        os.close(read_fd)  # the child has its own copy
+        old, self._wake = self._wake, _PipeWake(write_fd=write_fd)
+        if old.write_fd is not None:
+            os.close(old.write_fd)
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(1.0):
+            if self._proc is not None and not self._proc.is_alive():
+                log.error("projector process exited (%s): restarting", self._proc.exitcode)
+                self.restarts += 1
+                time.sleep(min(30, self.restarts))  # a crash loop must not spin
+                if not self._stop.is_set():
+                    self._spawn()
+                    self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout)
+        if self._proc is not None and self._proc.is_alive():
+            # SIGTERM: the transaction in flight rolls back; its events stay queued.
+            self._proc.terminate()
+            self._proc.join(timeout)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(timeout)

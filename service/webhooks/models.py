@@ -15,7 +15,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import Mapped, mapped_column
@@ -37,13 +36,8 @@ class StripeEvent(Base):
         UniqueConstraint("account", "event_id"),
         Index("ix_stripe_events_account_customer", "account", "customer_id"),
         Index("ix_stripe_events_account_object", "account", "object_id"),
-        # The projector's work queue: only unhandled rows are indexed.
-        Index(
-            "ix_stripe_events_unhandled",
-            "id",
-            postgresql_where=text("handled_at IS NULL"),
-            sqlite_where=text("handled_at IS NULL"),
-        ),
+        # The newest projected event of an account (`as_of`), by a backward walk.
+        Index("ix_stripe_events_account_created", "account", "created"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -64,7 +58,22 @@ class StripeEvent(Base):
     # need to show the event as Stripe sent it.
     body: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    # Projection bookkeeping (design §1): set in the same transaction as the ledger write.
-    handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class QueuedEvent(Base):
+    """A stored event some projector has yet to read (design §1): the projection queue.
+
+    Narrow on purpose: taking an event off it, or counting a failure, never rewrites the
+    event's row with its body. Rows are added by a database trigger on `stripe_events`
+    (migration 0007) for every event about a customer, and deleted in the transaction
+    that writes the customer's projection.
+    """
+
+    __tablename__ = "projection_queue"
+    __table_args__ = (Index("ix_projection_queue_customer", "account", "customer_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    account: Mapped[str] = mapped_column(String(255))
+    customer_id: Mapped[str] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)

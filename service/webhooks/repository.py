@@ -1,17 +1,16 @@
-"""All SQL of the event store: storing, the projection queue, and reads of events."""
+"""All SQL of the event store and its projection queue: storing, queueing, reads."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
 from typing import Any
 
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Connection, Row, and_, func, or_, select, update
+from sqlalchemy import Connection, Row, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from service.kit.sql import IN_CHUNK, chunks, dialect_name, insert_for
-from service.webhooks.models import StripeEvent
+from service.webhooks.models import QueuedEvent, StripeEvent
 
 STREAM_ROWS = 2000  # event rows per fetch while streaming a batch's events
 _PG_EVENTS_OF_RANGE = """
@@ -21,6 +20,10 @@ WHERE account = %(account)s AND customer_id >= %(first)s AND customer_id <= %(la
        OR (type = ANY(%(flagged_types)s::text[]) AND customer_id = ANY(%(flagged)s::text[])))
 ORDER BY customer_id
 """
+_PG_EVENTS_OF_LIST = _PG_EVENTS_OF_RANGE.replace(
+    "customer_id >= %(first)s AND customer_id <= %(last)s",
+    "customer_id = ANY(%(customers)s::text[])",
+)
 
 _INSERT_MANY_IF_NEW: dict[str, Any] = {}
 
@@ -82,40 +85,81 @@ class StripeEventRepository:
     def count(self) -> int:
         return self.session.scalar(select(func.count()).select_from(StripeEvent)) or 0
 
+    # --- the projection queue (design §1) -------------------------------------------
+
     def count_unhandled(self) -> int:
-        return (
-            self.session.scalar(
-                select(func.count())
-                .select_from(StripeEvent)
-                .where(StripeEvent.handled_at.is_(None))
-            )
-            or 0
-        )
-
-    # --- the projection queue ---------------------------------------------------------
-
-    def mark_customerless_handled(self, at: datetime) -> int:
-        """Events about no customer (products, prices, ...) have nothing to project."""
-        result = self.session.execute(
-            update(StripeEvent)
-            .where(StripeEvent.handled_at.is_(None), StripeEvent.customer_id.is_(None))
-            .values(handled_at=at)
-        )
-        return result.rowcount or 0
+        """Events waiting for the projector (the backlog)."""
+        return self.session.scalar(select(func.count()).select_from(QueuedEvent)) or 0
 
     def pending_customers(self, limit: int, max_attempts: int) -> list[tuple[str, str]]:
+        """Customers with queued events, those waiting longest first (by their oldest
+        queued event: a customer id late in the alphabet never starves)."""
+        q = QueuedEvent.__table__.c
         rows = self.session.execute(
-            select(StripeEvent.account, StripeEvent.customer_id)
-            .where(
-                StripeEvent.handled_at.is_(None),
-                StripeEvent.customer_id.is_not(None),
-                StripeEvent.attempts < max_attempts,
-            )
-            .distinct()
-            .order_by(StripeEvent.account, StripeEvent.customer_id)
+            select(q.account, q.customer_id)
+            .where(q.attempts < max_attempts)
+            .group_by(q.account, q.customer_id)
+            .order_by(func.min(q.id))
             .limit(limit)
         ).all()
         return [(a, c) for a, c in rows]
+
+    def queued(self, account: str, customer_ids: Sequence[str]) -> list[int]:
+        """Ids of the queued events of these customers (taken off by `dequeue`)."""
+        q = QueuedEvent.__table__.c
+        ids: list[int] = []
+        for chunk in chunks(customer_ids, IN_CHUNK):
+            ids += self.session.scalars(
+                select(q.id).where(q.account == account, q.customer_id.in_(chunk))
+            )
+        return ids
+
+    def dequeue(self, ids: Sequence[int]) -> None:
+        """Projected: off the queue. Only the ids read before the events were: an event
+        stored meanwhile stays queued and is projected next time."""
+        table = QueuedEvent.__table__
+        for chunk in chunks(ids, IN_CHUNK):
+            self.session.execute(table.delete().where(table.c.id.in_(chunk)))
+
+    def record_failure(self, account: str, customer_id: str, error: str) -> None:
+        q = QueuedEvent.__table__.c
+        self.session.execute(
+            update(QueuedEvent.__table__)
+            .where(q.account == account, q.customer_id == customer_id)
+            .values(attempts=q.attempts + 1, last_error=error[:2000])
+        )
+
+    def try_lock_customers(self, customers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The customers this transaction could lock for projection, skipping those another
+        projector holds (it is projecting them now: waiting would only serialize us).
+
+        PostgreSQL: transaction-scoped advisory locks, released at commit or rollback.
+        SQLite: the database write lock, taken before anything is read, serializes
+        projectors already (see `begin_write`), so every customer is this one's.
+        """
+        if not customers or dialect_name(self.session) != "postgresql":
+            return list(customers)
+        keys = [f"{a}\x1f{c}" for a, c in customers]
+        locked = set(
+            self.session.scalars(
+                text(
+                    "SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
+                    "WHERE pg_try_advisory_xact_lock(hashtextextended(k, 7411))"
+                ),
+                {"keys": keys},
+            )
+        )
+        return [c for c, k in zip(customers, keys, strict=True) if k in locked]
+
+    def begin_write(self) -> None:
+        """SQLite: take the database write lock now, before reading anything, so that what
+        this transaction reads is what it writes over (no other writer in between)."""
+        if dialect_name(self.session) == "sqlite":
+            q = QueuedEvent.__table__
+            # A write that changes nothing still takes the lock.
+            self.session.execute(q.delete().where(q.c.id == -1))
+
+    # --- a customer's events ------------------------------------------------------------
 
     def all_customers(self, account: str | None) -> list[tuple[str, str]]:
         query = select(StripeEvent.account, StripeEvent.customer_id).where(
@@ -139,85 +183,50 @@ class StripeEventRepository:
             ).where(StripeEvent.account == account, StripeEvent.customer_id == customer_id)
         ).all()
 
-    def mark_handled(self, row_ids: Sequence[int], at: datetime) -> None:
-        events = StripeEvent.__table__
-        # Core, not ORM, statements on the projector's path: no identity-map
-        # synchronization to pay for on every customer.
-        for chunk in chunks(row_ids):
-            self.session.execute(
-                events.update()
-                .where(events.c.id.in_(chunk), events.c.handled_at.is_(None))
-                .values(handled_at=at, last_error=None)
-            )
-
-    def mark_customers_handled(
-        self, account: str, customer_ids: Sequence[str], at: datetime
-    ) -> None:
-        """Handled, attempts and error reset, for every event of these customers; rows
-        already in that state are left alone (no rewrite of the whole event store)."""
-        events = StripeEvent.__table__
-        for chunk in chunks(customer_ids, IN_CHUNK):
-            self.session.execute(
-                events.update()
-                .where(
-                    events.c.account == account,
-                    events.c.customer_id.in_(chunk),
-                    or_(
-                        events.c.handled_at.is_(None),
-                        events.c.attempts != 0,
-                        events.c.last_error.is_not(None),
-                    ),
-                )
-                .values(handled_at=at, attempts=0, last_error=None)
-            )
-
-    def record_failure(self, account: str, customer_id: str, error: str) -> None:
-        self.session.execute(
-            update(StripeEvent)
-            .where(
-                StripeEvent.account == account,
-                StripeEvent.customer_id == customer_id,
-                StripeEvent.handled_at.is_(None),
-            )
-            .values(attempts=StripeEvent.attempts + 1, last_error=error[:2000])
-        )
-
-    def events_of_range(
+    def events_of(
         self,
         account: str,
-        first: str,
-        last: str,
+        customer_ids: Sequence[str],
         *,
+        contiguous: bool,
         types: Iterable[str],
         flagged_types: Iterable[str],
         flag_type: str,
         flag_until: int,
     ) -> Iterator[Any]:
-        """Events (customer_id, event_id, type, created, body) of the customers in
-        [first, last] of one account, grouped by customer: those of `types`, and those of
+        """Events (customer_id, event_id, type, created, body) of these customers (sorted)
+        of one account, grouped by customer: those of `types`, and those of
         `flagged_types` only for a customer with an event of `flag_type` created up to
-        `flag_until` (the others are not even sent). Streamed: a server-side cursor, with
-        binary results on PostgreSQL (bodies as bytes, not hex text)."""
+        `flag_until` (the others are not even sent). `contiguous`: every customer between
+        the first and the last is wanted (rebuild), so a range is read instead of a list;
+        events of customers outside the list may then come too. Streamed: a server-side
+        cursor, with binary results on PostgreSQL (bodies as bytes, not hex text)."""
         events = StripeEvent.__table__
-        in_range = (
-            events.c.account == account,
-            events.c.customer_id >= first,
-            events.c.customer_id <= last,
-        )
+        first, last = customer_ids[0], customer_ids[-1]
+        if contiguous:
+            wanted: Any = and_(events.c.customer_id >= first, events.c.customer_id <= last)
+        else:
+            wanted = events.c.customer_id.in_(list(customer_ids))
         flagged = list(
             self.session.scalars(
                 select(events.c.customer_id)
-                .where(*in_range, events.c.type == flag_type, events.c.created <= flag_until)
+                .where(
+                    events.c.account == account,
+                    wanted,
+                    events.c.type == flag_type,
+                    events.c.created <= flag_until,
+                )
                 .distinct()
             )
         )
-        if self.session.get_bind().dialect.name == "postgresql":
+        if dialect_name(self.session) == "postgresql":
             return self._pg_stream(
-                _PG_EVENTS_OF_RANGE,
+                _PG_EVENTS_OF_RANGE if contiguous else _PG_EVENTS_OF_LIST,
                 {
                     "account": account,
                     "first": first,
                     "last": last,
+                    "customers": list(customer_ids),
                     "types": sorted(types),
                     "flagged_types": sorted(flagged_types),
                     "flagged": flagged,
@@ -232,7 +241,8 @@ class StripeEventRepository:
                 events.c.body,
             )
             .where(
-                *in_range,
+                events.c.account == account,
+                wanted,
                 or_(
                     events.c.type.in_(sorted(types)),
                     and_(
@@ -280,9 +290,13 @@ class StripeEventRepository:
         return sorted(rows, key=lambda r: (r.created, r.event_id))
 
     def newest_handled(self, account: str) -> int | None:
-        """`created` of the account's newest projected event: what answers are as of."""
+        """`created` of the account's newest event off the queue (projected, or of a kind
+        no projector reads): what answers are as of. A backward walk of
+        (account, created) that stops at the first such event."""
+        e, q = StripeEvent.__table__.c, QueuedEvent.__table__.c
         return self.session.scalar(
-            select(func.max(StripeEvent.created)).where(
-                StripeEvent.account == account, StripeEvent.handled_at.is_not(None)
-            )
+            select(e.created)
+            .where(e.account == account, ~select(q.id).where(q.id == e.id).exists())
+            .order_by(e.created.desc())
+            .limit(1)
         )

@@ -106,11 +106,14 @@ def test_freshness_as_of_and_stale(client: TestClient, db_session: Session):
     seed_scenario(db_session)
     db_session.add(
         StripeEvent(
-            account="", event_id="evt_newest", type="customer.subscription.updated",
-            created=1_745_000_000, body=b"{}", received_at=datetime.now(UTC),
-            handled_at=datetime.now(UTC),
+            account="",
+            event_id="evt_newest",
+            type="customer.subscription.updated",
+            created=1_745_000_000,
+            body=b"{}",
+            received_at=datetime.now(UTC),
         )
-    )  # fmt: skip
+    )  # fmt: skip  (about no customer: never queued, so as of it at once)
     refresh(db_session, today=TODAY)
     body = client.get("/v1/metrics/mrr", headers=AUTH).json()
     assert body["as_of"] == "2025-04-18T18:13:20Z"

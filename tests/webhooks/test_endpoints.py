@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.webhooks.models import StripeEvent
+from service.webhooks.models import QueuedEvent, StripeEvent
 from tests.signing import WEBHOOK_SECRET, event_body, sign, signed_headers
 
 URL = "/webhooks/stripe"
@@ -74,8 +74,10 @@ class TestAccepted:
             "cus_Rabc",
         )
         assert row.received_at is not None
-        assert row.handled_at is None
         assert row.source == "webhook"
+        # Queued for the projector in the same commit, with the customer it is about.
+        queued = db_session.scalars(select(QueuedEvent)).one()
+        assert (queued.id, queued.account, queued.customer_id) == (row.id, "acct_1Conn", "cus_Rabc")
 
     def test_stored_body_is_byte_identical(self, client: TestClient, db_session: Session):
         # Odd spacing, key order and unicode escapes must all survive untouched.

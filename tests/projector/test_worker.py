@@ -1,0 +1,227 @@
+"""The projector as deployed: a supervised process of its own, and several projectors on
+one database that neither double count nor wait for each other's customers (design §8)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.app import create_app
+from service.db import make_sessionmaker
+from service.kit.gate import WriteGate
+from service.ledger.models import MrrMovement
+from service.projector.service import project_pending, rebuild
+from service.projector.worker import ProjectorProcess
+from service.settings import LedgerOptions
+from service.webhooks.repository import StripeEventRepository
+from service.webhooks.schemas import parse_event
+from service.webhooks.service import store_event
+from tests.conftest import API_KEY, Database, make_settings
+from tests.factories import T0, item, price_payload, subscription_payload
+from tests.live import live_server
+from tests.signing import event_body, signed_headers
+from tests.webhooks.test_endpoints import make_event
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def sub_event(n: int, customer: str, seats: int = 1, *, created: int = T0) -> bytes:
+    """A subscription of `seats` × $10 for `customer`, as of `created`."""
+    type_ = "customer.subscription.created" if seats == 1 else "customer.subscription.updated"
+    event = make_event(
+        event_id=f"evt_w_{n}",
+        type_=type_,
+        obj=subscription_payload(
+            id=f"sub_{customer}",
+            customer=customer,
+            created=T0,
+            items=[item(price_payload(unit_amount=1000), seats)],
+        ),
+    )
+    event["created"] = created
+    return event_body(event)
+
+
+def store(factory, bodies: list[bytes]) -> None:
+    with factory() as s:
+        for body in bodies:
+            store_event(s, body, parse_event(body))
+        s.commit()
+
+
+def wait_for(predicate, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class TestProjectorProcess:
+    def test_serve_projects_in_a_child_process_and_restarts_it(self, fresh_database: Database):
+        settings = make_settings(fresh_database.url)
+        assert settings.projector_mode == "process"  # the default, as deployed
+        app = create_app(settings, fresh_database.engine)
+        auth = {"Authorization": f"Bearer {API_KEY}"}
+        with live_server(app) as base, httpx.Client(base_url=base, timeout=10) as http:
+            projector = app.state.projector
+            assert isinstance(projector, ProjectorProcess)
+            assert projector.pid not in (None, os.getpid())
+
+            def mrr(customer: str) -> list:
+                answer = http.get(f"/v1/customers/{customer}", headers=auth)
+                return answer.json()["mrr"] if answer.status_code == 200 else []
+
+            body = sub_event(1, "cus_a", 1)
+            assert http.post("/webhooks/stripe", content=body, headers=signed_headers(body))
+            assert wait_for(lambda: mrr("cus_a") == [
+                {"amount": 1000, "currency": "usd", "display": "10.00"}
+            ])  # fmt: skip
+            # A projector that dies is started again, and what came meanwhile is projected.
+            first = projector.pid
+            os.kill(first, signal.SIGKILL)
+            body = sub_event(2, "cus_b", 1)
+            assert http.post("/webhooks/stripe", content=body, headers=signed_headers(body))
+            assert wait_for(lambda: projector.pid != first and mrr("cus_b") != [])
+            assert projector.restarts == 1
+        # Stopped with the server: no orphan left behind.
+        assert wait_for(lambda: not _alive(projector.pid), timeout=10)
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped) is not running.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+class TestWriteGateAcrossProcesses:
+    def test_a_second_process_waits_for_the_holder(self, tmp_path):
+        lock = tmp_path / "db.sqlite.write-lock"
+        holder = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys, time\nfrom service.kit.gate import WriteGate\n"
+             f"g = WriteGate({str(lock)!r})\n"
+             "with g:\n    print('in', flush=True)\n    time.sleep(0.6)\n"],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "in"
+        started = time.monotonic()
+        with WriteGate(lock):
+            waited = time.monotonic() - started
+        holder.wait(5)
+        assert waited > 0.3
+
+
+class TestConcurrentProjectors:
+    def test_customers_held_by_another_projector_are_skipped_not_waited_for(
+        self, fresh_database: Database
+    ):
+        if fresh_database.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite serializes projectors on its write lock")
+        factory = make_sessionmaker(fresh_database.engine)
+        store(factory, [sub_event(n, c) for n, c in enumerate(("cus_a", "cus_b"))])
+        with factory() as holder, factory() as other:
+            # Another projector holds cus_a (its transaction is still open).
+            assert StripeEventRepository(holder).try_lock_customers([("", "cus_a")]) == [
+                ("", "cus_a")
+            ]
+            started = time.monotonic()
+            done = project_pending(other, LedgerOptions(), now=T0 + 86_400)
+            other.commit()
+            assert time.monotonic() - started < 2  # no wait on the held customer
+            assert done == 1
+            queued = StripeEventRepository(other).pending_customers(10, 10)
+            assert queued == [("", "cus_a")]
+            holder.rollback()
+
+    def test_two_worker_processes_never_double_count(self, fresh_database: Database):
+        # Many customers, each with several changes, drained by two `churn-ledger worker`
+        # processes at once: the ledger must equal a rebuild of the same store.
+        factory = make_sessionmaker(fresh_database.engine)
+        store(factory, [
+            sub_event(c * 10 + seats, f"cus_{c:03d}", seats, created=T0 + seats * 86_400)
+            for c in range(60) for seats in range(1, 5)
+        ])  # fmt: skip
+        env = dict(os.environ, DATABASE_URL=fresh_database.url, LOG_LEVEL="WARNING")
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "worker", "--poll", "0.05"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(2)
+        ]
+        try:
+
+            def drained() -> bool:
+                with factory() as s:
+                    return StripeEventRepository(s).count_unhandled() == 0
+
+            assert wait_for(drained, timeout=60)
+        finally:
+            for w in workers:
+                w.send_signal(signal.SIGTERM)
+            errors = [w.communicate(timeout=20)[1] for w in workers]
+        assert all(w.returncode == 0 for w in workers), errors
+        with Session(fresh_database.engine) as s:
+            live = _ledger(s)
+            assert len(live) == 60 * 4
+            rebuild(s, LedgerOptions(), now=int(time.time()))
+            assert _ledger(s) == live
+
+    def test_threads_draining_one_store_agree_with_rebuild(self, fresh_database: Database):
+        factory = make_sessionmaker(fresh_database.engine)
+        store(factory, [
+            sub_event(c * 10 + seats, f"cus_{c:03d}", seats, created=T0 + seats * 86_400)
+            for c in range(40) for seats in range(1, 4)
+        ])  # fmt: skip
+        gate = WriteGate.for_engine(fresh_database.engine)
+        errors: list[BaseException] = []
+
+        def drain() -> None:
+            try:
+                while True:
+                    with gate or contextlib.nullcontext(), factory() as s:
+                        done = project_pending(s, LedgerOptions(), limit=7)
+                        s.commit()
+                    if not done:
+                        return
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=drain) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        with Session(fresh_database.engine) as s:
+            assert StripeEventRepository(s).count_unhandled() == 0
+            live = _ledger(s)
+            assert len(live) == 40 * 3
+            rebuild(s, LedgerOptions(), now=int(time.time()))
+            assert _ledger(s) == live
+
+
+def _ledger(s: Session) -> list[tuple]:
+    query = select(MrrMovement.customer_id, MrrMovement.day, MrrMovement.delta)
+    return [tuple(r) for r in s.execute(query.order_by(MrrMovement.customer_id, MrrMovement.day))]

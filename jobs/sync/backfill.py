@@ -40,36 +40,16 @@ from jobs.sync.stripe_client import StripeApi
 from service.kit.time import DAY_S, now_ts
 from service.projector.service import project_pending
 from service.settings import LedgerOptions
-from service.stripe_shapes.events import RawEvent
+from service.stripe_shapes.events import READ_EVENTS, RawEvent
 from service.stripe_shapes.fields import as_mapping, expandable_id, get_int
 from service.sync.repository import SyncRepository
 from service.webhooks.models import EventSource
 
 RESOURCES = ("events", "customers", "invoices", "subscriptions")
 EVENTS_WINDOW_S = 30 * DAY_S
-# What the projectors read (Stripe allows at most 20 types per list call).
-EVENT_TYPES = [
-    "customer.created",
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "customer.subscription.paused",
-    "customer.subscription.resumed",
-    "customer.subscription.pending_update_applied",
-    "customer.subscription.pending_update_expired",
-    "customer.discount.created",
-    "customer.discount.updated",
-    "customer.discount.deleted",
-    "invoice.created",
-    "invoice.finalized",
-    "invoice.paid",
-    "invoice.payment_succeeded",
-    "invoice.payment_failed",
-    "invoice.voided",
-    "invoice.marked_uncollectible",
-    "charge.failed",
-    "payment_intent.payment_failed",
-]
+# What the projectors read, from the one catalogue, and customers (for the customer list
+# of accounts with no subscription events yet). Stripe allows at most 20 types per call.
+EVENT_TYPES = sorted(READ_EVENTS | {"customer.created"})
 # The latest status of an invoice, as the event that would have announced it, and when.
 INVOICE_STATUS_EVENTS = {
     "open": ("invoice.finalized", "finalized_at"),

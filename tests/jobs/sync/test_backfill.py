@@ -263,3 +263,13 @@ class TestSince:
         # cus_a's first revenue is now sub_a2 (new, not reactivation): history before
         # --since is what the run was told to ignore.
         assert ledger_rows(db_session)[0] == ("cus_a", 200, "new", 0, 4900)
+
+
+def test_backfill_fetches_every_type_a_projector_reads():
+    # One catalogue (service/stripe_shapes/events.py): a type a projector reads but
+    # backfill does not fetch would be missing from every imported account.
+    from jobs.sync.backfill import EVENT_TYPES
+    from service.stripe_shapes.events import READ_EVENTS
+
+    assert set(EVENT_TYPES) >= READ_EVENTS
+    assert len(EVENT_TYPES) <= 20  # Stripe's limit of types per /v1/events call

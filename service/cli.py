@@ -133,7 +133,7 @@ def fx_load(
     """Load FX rates to the reporting currency from a CSV (currency,day,rate)."""
     from sqlalchemy.orm import Session
 
-    from service.ledger.fx import FxFileError, read_fx_csv
+    from service.ledger.fx import FxFileError, FxRateError, read_fx_csv
     from service.ledger.service import apply_fx_rates
 
     settings = get_settings()
@@ -148,7 +148,11 @@ def fx_load(
         console.print("no rates in file")
         return
     with Session(engine) as session:
-        recomputed = apply_fx_rates(session, settings.ledger_options(), quotes)
+        try:
+            recomputed = apply_fx_rates(session, settings.ledger_options(), quotes)
+        except FxRateError as exc:
+            console.print(f"[red]{path}: {exc}[/red]")
+            raise typer.Exit(2) from None
         session.commit()
     console.print(f"loaded {len(quotes)} rates; {recomputed} movements recomputed")
 

@@ -16,6 +16,13 @@ from typing import Any
 Key = str | int | date
 
 
+# A cursor holds a row's key: ids fit BIGINT and text fits the id columns. A forged
+# value outside them would overflow the database's parameter or be refused by it (a NUL
+# in PostgreSQL text) instead of matching no row.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+TEXT_MAX = 255
+
+
 class InvalidCursor(ValueError):
     pass
 
@@ -30,7 +37,9 @@ def _value(value: Any, type_: type[Key]) -> Key:
     if type_ is date and isinstance(value, str):
         return date.fromisoformat(value)
     # bool is an int subclass: a stray `true` is not an id.
-    if type(value) is type_ and type_ is not date:
+    if type(value) is type_ and type_ is int and INT_MIN <= value <= INT_MAX:
+        return value
+    if type(value) is type_ and type_ is str and len(value) <= TEXT_MAX and value.isprintable():
         return value
     raise InvalidCursor(f"expected {type_.__name__}")
 

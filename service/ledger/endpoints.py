@@ -11,7 +11,7 @@ from service.kit.auth import ApiKeyDep, SettingsDep
 from service.kit.errors import ApiError, ErrorResponse
 from service.kit.params import PRINTABLE, AccountQuery
 from service.ledger import service
-from service.ledger.fx import FxQuote
+from service.ledger.fx import FxQuote, FxRateError
 from service.ledger.schemas import (
     CustomerOut,
     FxRatesApplied,
@@ -64,10 +64,14 @@ def get_fx_rates(session: SessionDep, settings: SettingsDep, _key: ApiKeyDep) ->
     "/fx-rates",
     response_model=FxRatesApplied,
     summary="Add or replace rates; reporting amounts of affected movements are recomputed",
+    responses={422: {"model": ErrorResponse, "description": "A rate out of bounds"}},
 )
 def put_fx_rates(
     body: FxRatesIn, session: SessionDep, settings: SettingsDep, _key: ApiKeyDep
 ) -> FxRatesApplied:
     quotes = [FxQuote(r.currency, r.day, r.rate) for r in body.rates]
-    recomputed = service.apply_fx_rates(session, settings.ledger_options(), quotes)
+    try:
+        recomputed = service.apply_fx_rates(session, settings.ledger_options(), quotes)
+    except FxRateError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
     return FxRatesApplied(rates=len(quotes), movements_recomputed=recomputed)

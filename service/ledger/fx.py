@@ -52,19 +52,54 @@ class FxFileError(ValueError):
     pass
 
 
+# A rate outside these bounds is a typo (or an attack), not a currency: converting with
+# 1e999999 overflows the reporting amounts' BIGINT columns. The stored text (String(40))
+# must hold the rate exactly.
+MIN_RATE = Decimal("1e-12")
+MAX_RATE = Decimal("1e12")
+RATE_TEXT_MAX = 40
+
+
+class FxRateError(ValueError):
+    """A rate `fx-load` and `PUT /v1/fx-rates` alike refuse (one validation for both)."""
+
+
+def check_quotes(quotes: Iterable[FxQuote], reporting: str) -> None:
+    """Refuse what would corrupt reporting amounts; the message names the first bad rate."""
+    reporting = reporting.lower()
+    for q in quotes:
+        where = f"{q.currency.upper()} on {q.day}"
+        if not (len(q.currency) == 3 and q.currency.isascii() and q.currency.isalpha()):
+            raise FxRateError(f"currency {q.currency!r} is not a 3-letter ISO 4217 code")
+        if q.currency.lower() == reporting:
+            raise FxRateError(
+                f"{where}: {reporting.upper()} is the reporting currency; its rate is always 1"
+            )
+        if not q.rate.is_finite() or not MIN_RATE <= q.rate <= MAX_RATE:
+            raise FxRateError(f"{where}: rate {q.rate} is outside {MIN_RATE}..{MAX_RATE}")
+        if len(str(q.rate)) > RATE_TEXT_MAX:
+            raise FxRateError(f"{where}: rate has more than {RATE_TEXT_MAX} characters")
+
+
 def read_fx_csv(path: Path) -> list[FxQuote]:
     """CSV with header `currency,day,rate` (ISO codes, ISO dates, decimal rates)."""
     quotes = []
-    with path.open(newline="") as f:
-        for n, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                quotes.append(
-                    FxQuote(
-                        currency=row["currency"].strip().lower(),
-                        day=date.fromisoformat(row["day"].strip()),
-                        rate=Decimal(row["rate"].strip()),
+    n = 1
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            for n, row in enumerate(csv.DictReader(f), start=2):
+                try:
+                    quotes.append(
+                        FxQuote(
+                            currency=row["currency"].strip().lower(),
+                            day=date.fromisoformat(row["day"].strip()),
+                            rate=Decimal(row["rate"].strip()),
+                        )
                     )
-                )
-            except (KeyError, ValueError, InvalidOperation, AttributeError) as exc:
-                raise FxFileError(f"{path}:{n}: expected currency,day,rate ({exc})") from None
+                except (KeyError, ValueError, InvalidOperation, AttributeError) as exc:
+                    raise FxFileError(f"{path}:{n}: expected currency,day,rate ({exc})") from None
+    except UnicodeDecodeError:
+        raise FxFileError(f"{path}:{n}: not a UTF-8 text file") from None
+    except csv.Error as exc:
+        raise FxFileError(f"{path}:{n}: not a CSV file ({exc})") from None
     return quotes

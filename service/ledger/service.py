@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy.orm import Session
 
-from service.ledger.fx import FxQuote
+from service.ledger.fx import FxQuote, check_quotes
 from service.ledger.models import MrrMovement, SubscriptionState
 from service.ledger.repository import LedgerRepository
 from service.ledger.schemas import (
@@ -118,7 +118,10 @@ def subscription_detail(
 
 def apply_fx_rates(session: Session, options: LedgerOptions, quotes: list[FxQuote]) -> int:
     """Store rates and recompute the reporting amounts they affect (never the movements
-    themselves: FX-only changes are not movements). Returns rows recomputed."""
+    themselves: FX-only changes are not movements). Returns rows recomputed.
+
+    Raises FxRateError (nothing stored) for a rate `check_quotes` refuses."""
+    check_quotes(quotes, options.reporting_currency)
     repo = LedgerRepository(session)
     repo.upsert_fx_rates(options.reporting_currency, quotes)
     session.flush()

@@ -54,11 +54,11 @@ def list_failed_payments(
     _key: ApiKeyDep,
     account: AccountQuery = "",
     status: Annotated[Outcome | None, Query(description="Outcome: open, recovered, lost")] = None,
-    customer: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    customer: Annotated[str | None, Query(min_length=1, max_length=255, pattern=PRINTABLE)] = None,
     start: Annotated[date | None, Query(description="First failure on or after (UTC)")] = None,
     end: Annotated[date | None, Query(description="First failure before (UTC)")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    cursor: Annotated[str | None, Query(max_length=1000, pattern=PRINTABLE)] = None,
     format_: FormatQuery = None,
 ) -> Any:
     _check_range(start, end)

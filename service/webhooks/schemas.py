@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# Column limits of `stripe_events` (service/webhooks/models.py): checked here, before
+# anything is stored, so that both engines refuse the same envelopes with the same 400
+# (SQLite would store an over-long id that PostgreSQL refuses with an error).
+ID_MAX = 255
+OBJECT_TYPE_MAX = 64
+API_VERSION_MAX = 64
+# `created` is unix seconds; past 2100 it is no Stripe event (and 10**20 overflows BIGINT).
+CREATED_MAX = 4_102_444_800
+
+
+class EnvelopeError(ValueError):
+    """A field of the envelope the store cannot keep as it is: refused with its reason."""
+
+
+def printable(value: str) -> str:
+    # isprintable() is False for NUL and every other control character, and for lone
+    # surrogates: none of them can be stored in a PostgreSQL text column.
+    if not value.isprintable():
+        raise ValueError("must be printable text (no control characters)")
+    return value
+
+
+PrintableId = Annotated[str, Field(min_length=1, max_length=ID_MAX), AfterValidator(printable)]
 
 
 class EventObject(BaseModel):
@@ -30,15 +54,31 @@ class StripeEventEnvelope(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str = Field(min_length=1, max_length=255)
+    id: PrintableId
     object: str | None = None
-    type: str = Field(min_length=1, max_length=255)
-    created: int = Field(ge=0)
-    api_version: str | None = Field(None, max_length=64)
+    type: PrintableId
+    created: int = Field(ge=0, lt=CREATED_MAX)
+    api_version: Annotated[str, AfterValidator(printable)] | None = Field(
+        None, max_length=API_VERSION_MAX
+    )
     livemode: bool = False
     # Connect: present on events of connected accounts; absent or null on the platform's.
-    account: str | None = Field(None, max_length=255)
+    # Empty is the platform itself, as null is.
+    account: Annotated[str, Field(max_length=ID_MAX), AfterValidator(printable)] | None = None
     data: EventData
+
+    @model_validator(mode="after")
+    def _routing_fields_fit(self) -> StripeEventEnvelope:
+        # data.object's routing fields are read leniently (a non-string is no id), but a
+        # string that is stored must fit its column and be printable.
+        for name, value, limit in (
+            ("data.object.id", self.object_id, ID_MAX),
+            ("data.object.object", self.object_type, OBJECT_TYPE_MAX),
+            ("data.object.customer", self.customer_id, ID_MAX),
+        ):
+            if value is not None and (len(value) > limit or not value.isprintable()):
+                raise EnvelopeError(f"{name}: must be printable text of at most {limit} characters")
+        return self
 
     @property
     def object_id(self) -> str | None:
@@ -74,6 +114,10 @@ def parse_event(payload: bytes | str) -> StripeEventEnvelope:
         return StripeEventEnvelope.model_validate_json(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] == "value_error" and not first["loc"]:
+            # The model validator's EnvelopeError: its message names the field.
+            message = str(first.get("ctx", {}).get("error", first["msg"]))
+            raise EventParseError("not_an_event", f"not a Stripe event: {message}") from None
         if first["type"] == "json_invalid":
             raise EventParseError("malformed_json", "body is not valid JSON") from None
         where = ".".join(str(p) for p in first["loc"]) or "body"

@@ -6,6 +6,7 @@ Uses the stripe SDK's `WebhookSignature.verify_header` (HMAC only) rather than
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import stripe
@@ -31,6 +32,9 @@ def verify_stripe_signature(
         )
     if not header:
         raise WebhookRejected(400, "missing_signature", "missing Stripe-Signature header")
+    # Stripe's header is ASCII; the SDK's compare_digest raises TypeError on anything else.
+    if not header.isascii():
+        raise WebhookRejected(400, "malformed_signature", "Stripe-Signature header is malformed")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -38,6 +42,7 @@ def verify_stripe_signature(
     for secret in secrets:
         try:
             stripe.WebhookSignature.verify_header(text, header, secret, tolerance_s)
+            _check_not_in_future(header, tolerance_s)
             return
         except stripe.SignatureVerificationError as exc:
             message = str(exc.user_message or exc)
@@ -52,3 +57,16 @@ def verify_stripe_signature(
                     400, "malformed_signature", "Stripe-Signature header is malformed"
                 ) from None
     raise WebhookRejected(400, "invalid_signature", "no signature matches any configured secret")
+
+
+def _check_not_in_future(header: str, tolerance_s: int) -> None:
+    """The SDK refuses only old timestamps: one far ahead would keep a captured request
+    replayable until then. Only reached once a signature matched, so the header is
+    well-formed and its `t` an integer."""
+    # Read as the SDK reads it: the first `t` item of the comma-separated list.
+    items = [item.split("=", 2) for item in header.split(",")]
+    timestamp = int(next(item[1] for item in items if item[0] == "t"))
+    if timestamp > time.time() + tolerance_s:
+        raise WebhookRejected(
+            400, "future_timestamp", f"timestamp more than {tolerance_s}s in the future"
+        )

@@ -35,3 +35,24 @@ def test_anything_else_is_invalid(cursor: str):
 def test_dates_are_checked(cursor: str):
     with pytest.raises(InvalidCursor):
         decode_cursor(cursor, date, int)
+
+
+@pytest.mark.parametrize(
+    ("text", "types"),
+    [
+        (f'[{2**63},"a"]', (int, str)),
+        (f'[{-(2**63) - 1},"a"]', (int, str)),
+        ('[1,"a\\u0000b"]', (int, str)),
+        ('[1,"a\\ud800"]', (int, str)),
+        (f'[1,"{"x" * 256}"]', (int, str)),
+        (f'["2025-01-01",{10**30}]', (date, int)),
+    ],
+)
+def test_values_outside_the_columns_are_invalid(text: str, types: tuple[type, ...]):
+    # Such a key matches no row: decoding it used to overflow the database parameter (500).
+    with pytest.raises(InvalidCursor):
+        decode_cursor(_raw(text), *types)
+
+
+def test_bounds_themselves_decode():
+    assert decode_cursor(encode_cursor(2**63 - 1, "x" * 255), int, str) == (2**63 - 1, "x" * 255)

@@ -110,6 +110,36 @@ class TestFxRates:
         assert response.json()["error"]["param"].endswith(param)
 
 
+class TestFxRateBounds:
+    """One validation (service/ledger/fx.py check_quotes) for PUT and `fx-load`."""
+
+    @pytest.mark.parametrize(
+        ("rate", "mentions"),
+        [
+            ({"currency": "eur", "day": "2025-01-01", "rate": "1e999999"}, "outside"),
+            ({"currency": "eur", "day": "2025-01-01", "rate": "1e-999999"}, "outside"),
+            ({"currency": "usd", "day": "2025-01-01", "rate": "1.5"}, "reporting currency"),
+            ({"currency": "eur", "day": "2025-01-01", "rate": "1." + "1" * 40}, "characters"),
+        ],
+    )
+    def test_refused_and_nothing_stored(self, client: TestClient, rate, mentions):
+        response = client.put("/v1/fx-rates", headers=AUTH, json={"rates": [rate]})
+        assert response.status_code == 422, response.text
+        assert mentions in response.json()["error"]["message"]
+        assert client.get("/v1/fx-rates", headers=AUTH).json()["rates"] == []
+
+    def test_huge_rate_with_movements_does_not_overflow(self, client, db_session):
+        s = Scenario(db_session)
+        s.sub("created", day(0), items=[item(price_payload(currency="eur", unit_amount=4900))])
+        s.run()
+        db_session.commit()  # the 422 rolls the request's session back
+        rate = {"currency": "eur", "day": d(-5).isoformat(), "rate": "1e999999"}
+        response = client.put("/v1/fx-rates", headers=AUTH, json={"rates": [rate]})
+        assert response.status_code == 422
+        db_session.expire_all()
+        assert s.movement(d(0)).delta_reporting is None  # nothing recomputed
+
+
 class TestHostileInput:
     """Found by the OpenAPI fuzzer: these reached SQL or date arithmetic and gave 500."""
 
@@ -124,6 +154,9 @@ class TestHostileInput:
             "/v1/metrics/recovery?account=%00",
             "/v1/metrics/recovery?end=0001-01-01",
             "/v1/failed-payments?start=0001-01-01",
+            "/v1/failed-payments?customer=%00",
+            "/v1/failed-payments?cursor=%00",
+            "/v1/movements?cursor=%00",
         ],
     )
     def test_is_422_not_500(self, client: TestClient, url: str):

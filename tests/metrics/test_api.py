@@ -227,3 +227,12 @@ def test_csv_never_holds_a_live_formula(client: TestClient, db_session: Session)
     assert (jan["segment"], jan["churned_mrr"], jan["churned_mrr_display"]) == (
         "'@SUM(A1)", "-2500", "-25.00",
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("key", ['["2025-01-01",' + str(10**30) + "]", '["2025-01-01",-1e400]'])
+def test_movements_forged_cursor_is_422_not_500(client: TestClient, key: str):
+    import base64
+
+    cursor = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+    bad = client.get("/v1/movements", params={"cursor": cursor}, headers=AUTH)
+    assert (bad.status_code, bad.json()["error"]["param"]) == (422, "cursor")

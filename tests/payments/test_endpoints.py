@@ -123,3 +123,16 @@ class TestDetail:
         response = client.get("/v1/failed-payments/in_nope", headers=AUTH)
         assert response.status_code == 404
         assert response.json()["error"]["type"] == "not_found"
+
+
+class TestForgedCursors:
+    @pytest.mark.parametrize(
+        "key", [f'[{10**30},"in_a"]', '[1,"in_\\u0000"]', f'[1,"{"x" * 300}"]']
+    )
+    def test_is_400_not_500(self, client: TestClient, three: PaymentScenario, key: str):
+        import base64
+
+        cursor = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+        response = client.get("/v1/failed-payments", params={"cursor": cursor}, headers=AUTH)
+        assert response.status_code == 400, response.text
+        assert "cursor" in response.json()["error"]["message"]

@@ -19,6 +19,7 @@ from service.db import (
 )
 from service.kit.errors import install_error_handlers
 from service.kit.gate import WriteGate
+from service.kit.guard import RequestGuard
 from service.kit.telemetry import Telemetry, TimingMiddleware
 from service.ledger.endpoints import router as ledger_router
 from service.metrics.endpoints import router as metrics_router
@@ -107,6 +108,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.reconciler = reconcile_request
 
     install_error_handlers(app)
+    # Inside the timing middleware, so that its 401, 413 and 500 answers are timed too.
+    app.add_middleware(RequestGuard)
     app.add_middleware(TimingMiddleware, telemetry=telemetry)
     app.include_router(webhooks_router)
     app.include_router(ops_router)

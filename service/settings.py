@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
-from functools import lru_cache
+from enum import StrEnum
+from functools import cached_property, lru_cache
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -20,6 +23,53 @@ class LedgerOptions:
 
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/churn-ledger.db"
+
+
+class KeyScope(StrEnum):
+    """What a bearer key may do; each scope includes the ones before it."""
+
+    read = "read"  # /v1 reads: metrics, customers, movements, failed payments, fx rates
+    write = "write"  # PUT /v1/fx-rates: rewrites reporting amounts across the ledger
+    admin = "admin"  # /v1/admin: reconcile repairs, dead letters, jobs
+
+
+SCOPE_RANK = {KeyScope.read: 0, KeyScope.write: 1, KeyScope.admin: 2}
+PLATFORM = "platform"  # how a key binding names the platform's own events (account "")
+_ACCOUNT = re.compile(r"^acct_[A-Za-z0-9]+$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeySpec:
+    """One configured key: `[sha256:]<key or hex digest>[@acct_1|acct_2|platform]`.
+
+    Kept as the SHA-256 digest of the key either way, so that a plain and a hashed entry
+    are checked alike (service/kit/auth.py)."""
+
+    digest: bytes
+    scope: KeyScope
+    # None: every account; otherwise the accounts ("" the platform) this key may read.
+    accounts: frozenset[str] | None
+
+    @classmethod
+    def parse(cls, entry: str, scope: KeyScope) -> ApiKeySpec:
+        key, sep, bound = entry.partition("@")
+        accounts: frozenset[str] | None = None
+        if sep:
+            names = [a.strip() for a in bound.split("|") if a.strip()]
+            if not names or any(a != PLATFORM and not _ACCOUNT.match(a) for a in names):
+                raise ValueError(
+                    f"a {scope} key's binding must be acct_... or {PLATFORM!r}, joined by '|'"
+                )
+            accounts = frozenset("" if a == PLATFORM else a for a in names)
+        if key.startswith("sha256:"):
+            digest = key.removeprefix("sha256:").lower()
+            if not _SHA256.match(digest):
+                raise ValueError(f"a {scope} key 'sha256:...' needs 64 hex digits")
+            return cls(bytes.fromhex(digest), scope, accounts)
+        if not key:
+            raise ValueError(f"a {scope} key is empty")
+        return cls(hashlib.sha256(key.encode()).digest(), scope, accounts)
 
 
 def _split_csv(value: object) -> object:
@@ -51,7 +101,15 @@ class Settings(BaseSettings):
     )
     stripe_webhook_tolerance_s: int = Field(300, ge=1)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="Comma-separated bearer keys for /v1 reads."
+        default_factory=list,
+        description=(
+            "Comma-separated read keys for /v1: `key`, `sha256:<hex of the key's SHA-256>`,"
+            " either with `@acct_1|acct_2|platform` to bind it to those accounts."
+        ),
+    )
+    write_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Keys that may also write (PUT /v1/fx-rates); same forms, unbound only.",
     )
     stripe_api_key: SecretStr | None = Field(None, description="For backfill/reconcile only.")
     stripe_api_base: str = Field(
@@ -61,7 +119,8 @@ class Settings(BaseSettings):
         3, ge=0, description="SDK retries of network errors, 409 and 5xx, per request."
     )
     admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="Comma-separated bearer keys for /v1/admin."
+        default_factory=list,
+        description="Keys that may do everything incl. /v1/admin; same forms, unbound only.",
     )
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     reporting_currency: str = Field("USD", min_length=3, max_length=3)
@@ -117,10 +176,32 @@ class Settings(BaseSettings):
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("admin_api_keys", mode="before")
+    @field_validator("admin_api_keys", "write_api_keys", mode="before")
     @classmethod
     def _admin_csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @cached_property
+    def api_key_specs(self) -> tuple[ApiKeySpec, ...]:
+        """Every configured key with its scope (checked at construction, parsed once)."""
+        return tuple(
+            ApiKeySpec.parse(key.get_secret_value(), scope)
+            for scope, keys in (
+                (KeyScope.read, self.api_keys),
+                (KeyScope.write, self.write_api_keys),
+                (KeyScope.admin, self.admin_api_keys),
+            )
+            for key in keys
+        )
+
+    @model_validator(mode="after")
+    def _keys_parse(self) -> Settings:
+        for spec in self.api_key_specs:
+            if spec.scope != KeyScope.read and spec.accounts is not None:
+                # Fx rates and repairs act on the whole store: an account-bound key
+                # writing them would reach beyond its accounts.
+                raise ValueError(f"{spec.scope} keys cannot be bound to accounts")
+        return self
 
     @field_validator("reporting_currency")
     @classmethod

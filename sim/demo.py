@@ -109,7 +109,8 @@ def run_demo(
         _env_file=None,  # type: ignore[call-arg]
         database_url=f"sqlite:///{workdir / 'demo.db'}",
         stripe_webhook_secrets=secret,  # type: ignore[arg-type]
-        api_keys=api_key,  # type: ignore[arg-type]
+        # The demo also loads FX rates: a write key (it reads too).
+        write_api_keys=api_key,  # type: ignore[arg-type]
     )
     engine = create_db_engine(settings.database_url)
     upgrade(engine)

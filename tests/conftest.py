@@ -28,7 +28,8 @@ from service.webhooks.dependencies import get_event_writer
 from service.webhooks.repository import StripeEventRepository
 from tests.signing import WEBHOOK_SECRET
 
-API_KEY = "test_api_key_0123456789"
+API_KEY = "test_api_key_0123456789"  # read scope
+WRITE_KEY = "test_write_key_0123456789"
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -129,6 +130,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "database_url": database_url,
         "stripe_webhook_secrets": WEBHOOK_SECRET,
         "api_keys": API_KEY,
+        "write_api_keys": WRITE_KEY,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]

@@ -1,21 +1,30 @@
-"""Bearer API keys, compared in constant time (design §7): read keys (API_KEYS) for /v1
-reads, and admin keys (ADMIN_API_KEYS), apart from them, for the /v1/admin repairs that
-write to the store."""
+"""Bearer API keys with scopes (design §7): read keys (API_KEYS) for /v1 reads, write keys
+(WRITE_API_KEYS) also for PUT /v1/fx-rates, admin keys (ADMIN_API_KEYS) for everything,
+/v1/admin included. A read key may be bound to Connect accounts; it then reads only
+those (`?account=`). Keys are configured plain or as their SHA-256 (service/settings.py)
+and compared as digests, in constant time over every configured key.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
 
 from service.kit.errors import ApiError
-from service.settings import Settings
+from service.settings import SCOPE_RANK, ApiKeySpec, KeyScope, Settings
 
-_bearer = HTTPBearer(auto_error=False, description="One of the configured API_KEYS.")
+_bearer = HTTPBearer(
+    auto_error=False, description="A read key (API_KEYS), or a write or admin key."
+)
+_write_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="WriteKey",
+    description="A write key (WRITE_API_KEYS) or an admin key.",
+)
 _admin_bearer = HTTPBearer(
     auto_error=False, scheme_name="AdminKey", description="One of the configured ADMIN_API_KEYS."
 )
@@ -29,46 +38,77 @@ async def get_settings_from_app(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
 
 
-def _check_key(
-    credentials: HTTPAuthorizationCredentials | None, keys: Sequence[SecretStr], message: str
-) -> str:
-    """The bearer key if it is one of `keys`; 401 otherwise."""
-    unauthorized = ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
-    if credentials is None:
-        raise unauthorized
-    given = credentials.credentials.encode()
-    # Compare against every key without short-circuiting, so timing says nothing about
-    # which key (or how much of one) matched.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given, key.get_secret_value().encode())
-    if not matched:
-        raise unauthorized
-    return credentials.credentials
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def match_key(settings: Settings, given: str | None) -> ApiKeySpec | None:
+    """The configured key `given` is, or None.
+
+    The digest of the given key is compared with every configured digest without
+    short-circuiting, so timing says nothing about which key (or how much of one)
+    matched, and plain and hashed entries cost the same."""
+    if not given:
+        return None
+    digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
+    found: ApiKeySpec | None = None
+    for spec in settings.api_key_specs:
+        # A key listed under several scopes has the widest of them.
+        if hmac.compare_digest(digest, spec.digest) and (
+            found is None or SCOPE_RANK[spec.scope] > SCOPE_RANK[found.scope]
+        ):
+            found = spec
+    return found
+
+
+def _check(
+    request: Request,
+    settings: Settings,
+    credentials: HTTPAuthorizationCredentials | None,
+    scope: KeyScope,
+) -> ApiKeySpec:
+    spec = match_key(settings, credentials.credentials if credentials else None)
+    if spec is None:
+        raise _unauthorized(
+            f"missing or invalid API key: send `Authorization: Bearer <{scope} key>`"
+        )
+    if SCOPE_RANK[spec.scope] < SCOPE_RANK[scope]:
+        raise ApiError(
+            403, "forbidden", f"this route needs a {scope} key; this is a {spec.scope} key"
+        )
+    if spec.accounts is not None:
+        # Every per-account route takes the account as `?account=` ("" the platform).
+        account = request.query_params.get("account", "")
+        if account not in spec.accounts:
+            raise ApiError(403, "forbidden", "this key is not bound to that account")
+    return spec
 
 
 # async too: pure computation, and every /v1 read would otherwise pay a threadpool hop.
 async def require_api_key(
+    request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    return _check_key(
-        credentials,
-        settings.api_keys,
-        "missing or invalid API key: send `Authorization: Bearer <key>`",
-    )
+) -> ApiKeySpec:
+    return _check(request, settings, credentials, KeyScope.read)
 
 
-def require_admin_key(
+async def require_write_key(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_write_bearer)],
+) -> ApiKeySpec:
+    return _check(request, settings, credentials, KeyScope.write)
+
+
+async def require_admin_key(
+    request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
-) -> str:
-    return _check_key(
-        credentials,
-        settings.admin_api_keys,
-        "missing or invalid admin key: send `Authorization: Bearer <admin key>`",
-    )
+) -> ApiKeySpec:
+    return _check(request, settings, credentials, KeyScope.admin)
 
 
-ApiKeyDep = Annotated[str, Depends(require_api_key)]
-AdminKeyDep = Annotated[str, Depends(require_admin_key)]
+ApiKeyDep = Annotated[ApiKeySpec, Depends(require_api_key)]
+WriteKeyDep = Annotated[ApiKeySpec, Depends(require_write_key)]
+AdminKeyDep = Annotated[ApiKeySpec, Depends(require_admin_key)]

@@ -95,16 +95,11 @@ def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-    # The trace goes to the log, never to the client.
-    log.exception("unhandled error", exc_info=exc)
-    return JSONResponse(error_body("internal_error", "internal error"), 500)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for exc_type in UNAVAILABLE_ERRORS:
         app.add_exception_handler(exc_type, _unavailable)
-    app.add_exception_handler(Exception, _unexpected)
+    # Anything else is answered 500 by service/kit/guard.py (without dropping the
+    # connection, as Starlette's own last-resort handler would).

@@ -48,6 +48,10 @@ class Telemetry:
         )
 
 
+# Any other method (a scanner's junk verbs) shares one label: the label set stays bounded.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class TimingMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware): the receiver's hot path pays only a clock read."""
 
@@ -74,7 +78,8 @@ class TimingMiddleware:
             route = scope.get("route")
             # Unmatched paths share one label so that scanners cannot blow up cardinality.
             path = getattr(route, "path", None) or "unmatched"
-            self.telemetry.request_latency.labels(scope["method"], path, str(status)).observe(
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.telemetry.request_latency.labels(method, path, str(status)).observe(
                 time.perf_counter() - start
             )
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from service.db import SessionDep
-from service.kit.auth import ApiKeyDep, SettingsDep
+from service.kit.auth import ApiKeyDep, SettingsDep, WriteKeyDep
 from service.kit.errors import ApiError, ErrorResponse
 from service.kit.params import PRINTABLE, AccountQuery
 from service.ledger import service
@@ -67,7 +67,7 @@ def get_fx_rates(session: SessionDep, settings: SettingsDep, _key: ApiKeyDep) ->
     responses={422: {"model": ErrorResponse, "description": "A rate out of bounds"}},
 )
 def put_fx_rates(
-    body: FxRatesIn, session: SessionDep, settings: SettingsDep, _key: ApiKeyDep
+    body: FxRatesIn, session: SessionDep, settings: SettingsDep, _key: WriteKeyDep
 ) -> FxRatesApplied:
     quotes = [FxQuote(r.currency, r.day, r.rate) for r in body.rates]
     try:

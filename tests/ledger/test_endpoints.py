@@ -6,11 +6,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, WRITE_KEY
 from tests.factories import item, price_payload
 from tests.ledger.scenario import Scenario, d, day
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+WRITE = {"Authorization": f"Bearer {WRITE_KEY}"}
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ class TestFxRates:
         assert s.movement(d(0)).delta_reporting is None
         response = client.put(
             "/v1/fx-rates",
-            headers=AUTH,
+            headers=WRITE,
             json={"rates": [{"currency": "EUR", "day": d(-5).isoformat(), "rate": "1.10"}]},
         )
         assert response.json() == {"rates": 1, "movements_recomputed": 1}
@@ -105,7 +106,7 @@ class TestFxRates:
         ],
     )
     def test_invalid_rates_are_422_naming_the_field(self, client: TestClient, rate, param):
-        response = client.put("/v1/fx-rates", headers=AUTH, json={"rates": [rate]})
+        response = client.put("/v1/fx-rates", headers=WRITE, json={"rates": [rate]})
         assert response.status_code == 422
         assert response.json()["error"]["param"].endswith(param)
 
@@ -123,7 +124,7 @@ class TestFxRateBounds:
         ],
     )
     def test_refused_and_nothing_stored(self, client: TestClient, rate, mentions):
-        response = client.put("/v1/fx-rates", headers=AUTH, json={"rates": [rate]})
+        response = client.put("/v1/fx-rates", headers=WRITE, json={"rates": [rate]})
         assert response.status_code == 422, response.text
         assert mentions in response.json()["error"]["message"]
         assert client.get("/v1/fx-rates", headers=AUTH).json()["rates"] == []
@@ -134,7 +135,7 @@ class TestFxRateBounds:
         s.run()
         db_session.commit()  # the 422 rolls the request's session back
         rate = {"currency": "eur", "day": d(-5).isoformat(), "rate": "1e999999"}
-        response = client.put("/v1/fx-rates", headers=AUTH, json={"rates": [rate]})
+        response = client.put("/v1/fx-rates", headers=WRITE, json={"rates": [rate]})
         assert response.status_code == 422
         db_session.expire_all()
         assert s.movement(d(0)).delta_reporting is None  # nothing recomputed

@@ -30,3 +30,17 @@ class TestOps:
         response = client.get("/webhooks/stripe")
         assert response.status_code == 405
         assert response.json()["error"]["type"] == "method_not_allowed"
+
+
+class TestLabelsAreBounded:
+    def test_junk_methods_and_paths_share_labels(self, client: TestClient):
+        before = len(client.get("/metrics").text)
+        for i in range(200):
+            client.request(f"JUNK{i}", f"/healthz/{i}")
+            client.request(f"X{i}", "/healthz")
+        text = client.get("/metrics").text
+        assert "JUNK" not in text and "X1" not in text
+        assert 'method="other"' in text
+        assert "/healthz/1" not in text
+        # 400 junk requests add a handful of series, not hundreds.
+        assert len(text) - before < 20_000

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
 
 from service.db import SessionDep
 from service.kit.auth import ApiKeyDep, SettingsDep, WriteKeyDep
+from service.kit.csv import cell, csv_response
 from service.kit.errors import ApiError, ErrorResponse
 from service.kit.params import PRINTABLE, AccountQuery
 from service.ledger import service
 from service.ledger.fx import FxQuote, FxRateError
 from service.ledger.schemas import (
     CustomerOut,
+    CustomerSort,
+    CustomersPage,
+    CustomerSummaryOut,
     FxRatesApplied,
     FxRatesIn,
     FxRatesOut,
@@ -23,6 +28,80 @@ from service.ledger.schemas import (
 router = APIRouter(prefix="/v1", tags=["ledger"], responses={401: {"model": ErrorResponse}})
 
 StripeId = Annotated[str, Path(min_length=1, max_length=255, pattern=PRINTABLE)]
+
+
+CUSTOMER_COLUMNS = (
+    "customer_id", "mrr", "mrr_display", "currency", "mrr_by_currency", "first_mrr_day",
+    "last_movement_day", "last_movement",
+)  # fmt: skip
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
+
+
+def _customer_row(c: CustomerSummaryOut) -> tuple[Any, ...]:
+    native = " ".join(f"{m.display} {m.currency}" for m in c.mrr_by_currency)
+    return (
+        c.customer_id, c.mrr.amount, c.mrr.display, c.mrr.currency, native, c.first_mrr_day,
+        c.last_movement_day, c.last_movement and c.last_movement.value,
+    )  # fmt: skip
+
+
+@router.get(
+    "/customers",
+    response_model=CustomersPage,
+    summary="Customers with their current MRR: search, sort, cursor pages (JSON or CSV)",
+    description="Live ledger (not the precomputed tables). MRR is in the reporting "
+    "currency, the sum of the customer's ledger rows' `delta_reporting`, so a page adds up "
+    "as /v1/metrics/mrr does. Cursor pagination: pass `next_cursor` back as `cursor` (with "
+    "the same `sort`) while `has_more`. CSV (`format=csv` or `Accept: text/csv`) answers "
+    "every matching customer from `cursor` on (no `limit`).",
+    responses={**CSV_RESPONSE, 422: {"model": ErrorResponse}},
+)
+def list_customers(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    _key: ApiKeyDep,
+    account: AccountQuery = "",
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=255,
+            pattern=PRINTABLE,
+            description="Search: customer ids containing this text (case-insensitive)",
+        ),
+    ] = None,
+    sort: Annotated[
+        CustomerSort, Query(description="mrr_desc (default), mrr_asc or customer_id")
+    ] = CustomerSort.mrr_desc,
+    active: Annotated[
+        bool | None, Query(description="true: MRR > 0 now; false: MRR 0 (churned or never)")
+    ] = None,
+    cursor: Annotated[str | None, Query(max_length=1000, pattern=PRINTABLE)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    format_: Annotated[
+        Literal["json", "csv"] | None,
+        Query(alias="format", description="`csv` for BI tools (or send `Accept: text/csv`)"),
+    ] = None,
+) -> Any:
+    options = settings.ledger_options()
+    wants_csv = (
+        format_ == "csv" if format_ is not None else "text/csv" in request.headers.get("accept", "")
+    )
+    if wants_csv:
+        rows = service.all_customers(
+            session, options, account, search=q, sort=sort, active=active, cursor=cursor
+        )
+        answer: Response = csv_response(
+            CUSTOMER_COLUMNS, map(_customer_row, rows), filename="customers.csv"
+        )
+        answer.headers["X-Sort"] = cell(sort.value)
+        return answer
+    return service.list_customers(
+        session, options, account, search=q, sort=sort, active=active, cursor=cursor,
+        limit=limit,
+    )  # fmt: skip
 
 
 @router.get(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.kit.sql import insert_for
@@ -20,6 +21,7 @@ from service.ledger.models import (
     SubscriptionMrrChange,
     SubscriptionState,
 )
+from service.ledger.schemas import CustomerSort
 
 
 class LedgerRepository:
@@ -70,6 +72,66 @@ class LedgerRepository:
                 DataQualityWarning.customer_id == customer_id,
             )
             .order_by(DataQualityWarning.id)
+        ).all()
+
+    def customer_summaries(
+        self,
+        account: str,
+        reporting: str,
+        *,
+        search: str | None,
+        sort: CustomerSort,
+        active: bool | None,
+        after: tuple[Any, ...] | None,
+        limit: int | None,
+    ) -> Sequence[Any]:
+        """Customers with their reporting-currency MRR (the sum of their rows'
+        `delta_reporting`, as the metric tables add them up), in `sort` order, after the
+        keyset `after`: (mrr, customer_id) or (customer_id,)."""
+        c, m = LedgerCustomer, MrrMovement
+        mrr = cast(func.coalesce(func.sum(m.delta_reporting), 0), BigInteger)
+        stmt = (
+            select(
+                c.customer_id,
+                c.first_mrr_day,
+                mrr.label("mrr"),
+                func.max(m.day).label("last_day"),
+            )
+            .outerjoin(
+                m,
+                and_(
+                    m.account == c.account,
+                    m.customer_id == c.customer_id,
+                    m.reporting_currency == reporting.lower(),
+                ),
+            )
+            .where(c.account == account)
+            .group_by(c.customer_id, c.first_mrr_day)
+        )
+        if search:
+            stmt = stmt.where(func.lower(c.customer_id).contains(search.lower(), autoescape=True))
+        if active is not None:
+            stmt = stmt.having(mrr > 0 if active else mrr <= 0)
+        if sort is CustomerSort.customer_id:
+            if after is not None:
+                stmt = stmt.where(c.customer_id > after[0])
+            stmt = stmt.order_by(c.customer_id)
+        else:
+            desc = sort is CustomerSort.mrr_desc
+            if after is not None:
+                beyond = mrr < after[0] if desc else mrr > after[0]
+                stmt = stmt.having(or_(beyond, and_(mrr == after[0], c.customer_id > after[1])))
+            stmt = stmt.order_by(mrr.desc() if desc else mrr, c.customer_id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return self.session.execute(stmt).all()
+
+    def movements_of(self, account: str, customer_ids: Sequence[str]) -> Sequence[MrrMovement]:
+        """Every ledger row of these customers, oldest first."""
+        return self.session.scalars(
+            select(MrrMovement)
+            .where(MrrMovement.account == account, MrrMovement.customer_id.in_(customer_ids))
+            .order_by(MrrMovement.customer_id, MrrMovement.day, MrrMovement.id)
         ).all()
 
     def count_movements(self) -> int:

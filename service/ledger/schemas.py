@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
@@ -84,6 +85,33 @@ class CustomerOut(BaseModel):
     history: list[MrrOnDay] = Field(description="Customer MRR from each ledger day on")
     movements: list[MovementOut]
     warnings: list[WarningOut]
+
+
+class CustomerSort(StrEnum):
+    mrr_desc = "mrr_desc"
+    mrr_asc = "mrr_asc"
+    customer_id = "customer_id"
+
+
+class CustomerSummaryOut(BaseModel):
+    customer_id: str
+    mrr: Money = Field(
+        description="Current MRR in the reporting currency: the sum of the customer's "
+        "ledger rows' `delta_reporting` (rows with no FX rate left out), as in /v1/metrics"
+    )
+    mrr_by_currency: list[Money] = Field(description="Current MRR in each billing currency")
+    first_mrr_day: date | None = Field(description="Cohort: the first day with MRR")
+    last_movement_day: date | None = Field(description="Day of the newest ledger row")
+    last_movement: Movement | None
+
+
+class CustomersPage(BaseModel):
+    account: str
+    reporting_currency: str
+    sort: CustomerSort = Field(description="The order of `data` (ties by customer_id)")
+    data: list[CustomerSummaryOut]
+    has_more: bool
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
 
 
 class SubscriptionChangeOut(BaseModel):

@@ -3,15 +3,22 @@ the caller's edge commits."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
+from service.kit import pagination
+from service.kit.errors import invalid_parameter
 from service.ledger.fx import FxQuote, check_quotes
 from service.ledger.models import MrrMovement, SubscriptionState
 from service.ledger.repository import LedgerRepository
 from service.ledger.schemas import (
     CustomerOut,
+    CustomerSort,
+    CustomersPage,
+    CustomerSummaryOut,
     FxRateOut,
     FxRatesOut,
     Money,
@@ -89,6 +96,116 @@ def customer_detail(session: Session, account: str, customer_id: str) -> Custome
             for w in repo.warnings(account, customer_id)
         ],
     )
+
+
+# CSV answers every matching customer; rows are read this many customers at a time.
+CSV_CHUNK = 1000
+
+
+def _cursor_types(sort: CustomerSort) -> tuple[type, ...]:
+    return (str,) if sort is CustomerSort.customer_id else (int, str)
+
+
+def _cursor_of(sort: CustomerSort, last: CustomerSummaryOut) -> str:
+    if sort is CustomerSort.customer_id:
+        return pagination.encode_cursor(last.customer_id)
+    return pagination.encode_cursor(last.mrr.amount, last.customer_id)
+
+
+def _after(sort: CustomerSort, cursor: str | None) -> tuple[Any, ...] | None:
+    if not cursor:
+        return None
+    try:
+        return pagination.decode_cursor(cursor, *_cursor_types(sort))
+    except pagination.InvalidCursor as exc:
+        # A cursor of another sort order decodes to the wrong types: refused, not misread.
+        raise invalid_parameter("cursor", f"{exc} with this `sort`") from None
+
+
+def _summaries(
+    repo: LedgerRepository, account: str, reporting: str, rows: Sequence[Any]
+) -> list[CustomerSummaryOut]:
+    ids = [r.customer_id for r in rows]
+    native: dict[str, dict[str, int]] = {}
+    last: dict[str, MrrMovement] = {}
+    for m in repo.movements_of(account, ids) if ids else ():
+        native.setdefault(m.customer_id, {})[m.currency] = m.to_mrr
+        last[m.customer_id] = m
+    return [
+        CustomerSummaryOut(
+            customer_id=r.customer_id,
+            mrr=Money.of(int(r.mrr), reporting),
+            mrr_by_currency=[
+                Money.of(amount, cur)
+                for cur, amount in sorted(native.get(r.customer_id, {}).items())
+            ],
+            first_mrr_day=r.first_mrr_day,
+            last_movement_day=r.last_day,
+            last_movement=last[r.customer_id].movement if r.customer_id in last else None,
+        )
+        for r in rows
+    ]
+
+
+def list_customers(
+    session: Session,
+    options: LedgerOptions,
+    account: str,
+    *,
+    search: str | None,
+    sort: CustomerSort,
+    active: bool | None,
+    cursor: str | None,
+    limit: int,
+) -> CustomersPage:
+    repo = LedgerRepository(session)
+    reporting = options.reporting_currency.lower()
+    rows = repo.customer_summaries(
+        account, reporting, search=search, sort=sort, active=active,
+        after=_after(sort, cursor), limit=limit + 1,
+    )  # fmt: skip
+    page = _summaries(repo, account, reporting, rows[:limit])
+    more = len(rows) > limit
+    return CustomersPage(
+        account=account,
+        reporting_currency=reporting,
+        sort=sort,
+        data=page,
+        has_more=more,
+        next_cursor=_cursor_of(sort, page[-1]) if more else None,
+    )
+
+
+def all_customers(
+    session: Session,
+    options: LedgerOptions,
+    account: str,
+    *,
+    search: str | None,
+    sort: CustomerSort,
+    active: bool | None,
+    cursor: str | None,
+    chunk: int = CSV_CHUNK,
+) -> Iterator[CustomerSummaryOut]:
+    """Every matching customer from `cursor` on (CSV), read in keyset chunks."""
+    repo = LedgerRepository(session)
+    reporting = options.reporting_currency.lower()
+    after = _after(sort, cursor)
+    while True:
+        rows = repo.customer_summaries(
+            account, reporting, search=search, sort=sort, active=active, after=after,
+            limit=chunk,
+        )  # fmt: skip
+        summaries = _summaries(repo, account, reporting, rows)
+        yield from summaries
+        if len(rows) < chunk:
+            return
+        last = summaries[-1]
+        after = (
+            (last.customer_id,)
+            if sort is CustomerSort.customer_id
+            else (last.mrr.amount, last.customer_id)
+        )
 
 
 def subscription_detail(

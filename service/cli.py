@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from typer.core import TyperGroup
 
 from jobs.metrics.cli import app as jobs_app
 from jobs.sync.cli import backfill_command, reconcile_command
@@ -21,11 +25,43 @@ from service.db import (
 )
 from service.settings import get_settings
 
-app = typer.Typer(help="Revenue-churn ledger for Stripe.", no_args_is_help=True)
+# soft_wrap: printed lines are never hard-wrapped at 80 columns when stderr is not a
+# terminal (a pipe, CI, a test): commands meant for copy-paste stay on one line.
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+class _Commands(TyperGroup):
+    """Every command's bad configuration or unreachable database is one line on stderr and
+    exit code 2, not a traceback of hundreds of lines."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "".join(f"{p}: " for p in first["loc"]).upper()
+            console.print(f"error: invalid configuration: {where}{first['msg']}", markup=False)
+        except (ArgumentError, NoSuchModuleError) as exc:
+            console.print(f"error: DATABASE_URL is not usable: {_one_line(exc)}", markup=False)
+        except DBAPIError as exc:
+            # The driver's own first line (host, port, file; never a password or a
+            # statement's parameters, which stay in the exception only).
+            cause = exc.orig if exc.orig is not None else exc
+            console.print(
+                f"error: database: {type(cause).__name__}: {_one_line(cause)}", markup=False
+            )
+        raise typer.Exit(2)
+
+
+app = typer.Typer(help="Revenue-churn ledger for Stripe.", no_args_is_help=True, cls=_Commands)
 app.add_typer(jobs_app, name="jobs")
 app.command("backfill")(backfill_command)
 app.command("reconcile")(reconcile_command)
-console = Console(stderr=True)
 
 
 @app.command()
@@ -77,9 +113,13 @@ def serve(
 
 @app.command()
 def status() -> None:
-    """Show the database revision against the code's head."""
+    """Show the database revision against the code's head; exit 1 unless they match."""
     engine = create_db_engine(get_settings().database_url)
-    console.print(f"database: {current_revision(engine)}  code head: {head_revision()}")
+    current, head = current_revision(engine), head_revision()
+    console.print(f"database: {current or 'empty (not migrated)'}  code head: {head}")
+    if current != head:
+        console.print("not migrated: run `churn-ledger migrate`")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -219,7 +259,7 @@ def demo(
         )
         raise typer.Exit(1) from None
 
-    run_demo(customers=customers, months=months, seed=seed, console=Console())
+    run_demo(customers=customers, months=months, seed=seed, console=Console(soft_wrap=True))
 
 
 if __name__ == "__main__":

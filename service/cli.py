@@ -60,6 +60,10 @@ class _Commands(TyperGroup):
 
 app = typer.Typer(help="Revenue-churn ledger for Stripe.", no_args_is_help=True, cls=_Commands)
 app.add_typer(jobs_app, name="jobs")
+dead_letters_app = typer.Typer(
+    help="Events set aside because their projection kept failing.", no_args_is_help=True
+)
+app.add_typer(dead_letters_app, name="dead-letters")
 app.command("backfill")(backfill_command)
 app.command("reconcile")(reconcile_command)
 
@@ -228,6 +232,49 @@ def worker(poll: Annotated[float, typer.Option(help="Seconds between polls")] = 
         signal.sigwait(stop_signals)
     finally:
         projector.stop()
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    account: Annotated[str | None, typer.Option(help="Only this account ('' the platform)")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+) -> None:
+    """The newest dead letters: event, customer, attempts and the reason."""
+    from sqlalchemy.orm import Session
+
+    from service.webhooks.service import dead_letters
+
+    engine = create_db_engine(get_settings().database_url)
+    _require_migrated(engine)
+    with Session(engine) as session:
+        found = dead_letters(session, account, limit)
+    out = Console(soft_wrap=True)
+    for d in found.data:
+        out.print(
+            f"{d.dead_at:%Y-%m-%dT%H:%M:%SZ} {d.account or '-'} {d.customer_id} {d.event_id} "
+            f"{d.type} attempts={d.attempts} {d.reason}",
+            markup=False,
+            highlight=False,
+        )
+    console.print(f"{found.total} dead letter(s)")
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    account: Annotated[str | None, typer.Option(help="Only this account ('' the platform)")] = None,
+    event: Annotated[str | None, typer.Option(help="Only this Stripe event id (evt_...)")] = None,
+) -> None:
+    """Put dead letters back on the projection queue with fresh attempts (after a fix)."""
+    from sqlalchemy.orm import Session
+
+    from service.webhooks.service import replay_dead_letters
+
+    engine = create_db_engine(get_settings().database_url)
+    _require_migrated(engine)
+    with Session(engine) as session:
+        n = replay_dead_letters(session, account, event)
+        session.commit()
+    console.print(f"requeued {n} dead letter(s); a running projector takes them now")
 
 
 def _require_migrated(engine: Engine) -> None:

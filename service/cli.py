@@ -89,7 +89,7 @@ def serve(
     """Run the HTTP service (webhook receiver, metrics API)."""
     import uvicorn
 
-    from service.kit.telemetry import configure_logging
+    from service.kit.telemetry import configure_logging, logging_config
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -111,7 +111,11 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        log_config=logging_config(settings.log_level),
         access_log=False,
+        # A worker answers the supervisor's pings only once it has imported the app; on a
+        # loaded machine that took longer than uvicorn's 5 s, and it was killed at start.
+        timeout_worker_healthcheck=60,
     )
 
 

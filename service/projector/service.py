@@ -299,9 +299,17 @@ class _Batch:
         handled_at = datetime.now(UTC)
         out = BulkRows()
         seen: set[str] = set()
-        for customer_id, rows in self._computed(account, groups):
-            seen.add(customer_id)
-            out.add(account, customer_id, rows, handled_at)
+        try:
+            for customer_id, rows in self._computed(account, groups):
+                seen.add(customer_id)
+                out.add(account, customer_id, rows, handled_at)
+        finally:
+            # A customer that fails mid-stream: PostgreSQL's named cursor must be closed
+            # now, inside the savepoint. Closed later (by the garbage collector, after
+            # the rollback dropped it), its CLOSE fails and aborts the whole transaction.
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
         for customer_id in wanted - seen:  # only events no projector reads: empty rows
             out.add(account, customer_id, CustomerRows(), handled_at)
         touched = repo.write_bulk(account, customer_ids, out)

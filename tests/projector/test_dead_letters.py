@@ -167,3 +167,18 @@ class TestReplayCommand:
         with Session(fresh_database.engine) as session:
             repo = StripeEventRepository(session)
             assert repo.count_dead() == {} and repo.count_unhandled() == 1
+
+
+class TestQuantityPast64Bits:
+    def test_is_refused_not_read_as_one(self, db_session: Session):
+        # orjson reads 2**64 + 5 as a float: it used to count as "no quantity", billed as 1.
+        s = Scenario(db_session, OPTIONS)
+        s.sub("created", day(0), items=[item(price_payload(unit_amount=1000), 2**64 + 5)])
+        s.sub("created", day(0), id="sub_2", customer="cus_2",
+              items=[item(price_payload(unit_amount=700), 2)])  # fmt: skip
+        s.store()
+        drain(db_session)
+        (row,) = StripeEventRepository(db_session).dead_letters(None, 10)
+        assert row.customer_id == "cus_1" and "quantity" in row.last_error
+        assert s.rows("cus_1") == []
+        assert s.rows("cus_2") == [(d(0), "new", 0, 1400, "usd")]

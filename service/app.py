@@ -30,6 +30,8 @@ from service.projector.worker import ProjectorProcess, ProjectorWorker, batch_fo
 from service.settings import Settings, get_settings
 from service.sync.collector import DriftCollector
 from service.sync.endpoints import router as sync_router
+from service.webhooks.collector import DeadLetterCollector
+from service.webhooks.endpoints import admin_router as dead_letters_router
 from service.webhooks.endpoints import router as webhooks_router
 from service.webhooks.writer import EventWriter
 
@@ -116,6 +118,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(metrics_router)
     app.include_router(ledger_router)
     app.include_router(sync_router)  # /v1/admin
+    app.include_router(dead_letters_router)  # /v1/admin/dead-letters
+    telemetry.registry.register(DeadLetterCollector(app.state.sessionmaker))
     telemetry.registry.register(DriftCollector(app.state.sessionmaker))  # reconcile drift
     app.include_router(payments_router)
     return app

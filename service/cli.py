@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from typer.core import TyperGroup
 
 from jobs.metrics.cli import app as jobs_app
 from jobs.sync.cli import backfill_command, reconcile_command
@@ -21,11 +25,47 @@ from service.db import (
 )
 from service.settings import get_settings
 
-app = typer.Typer(help="Revenue-churn ledger for Stripe.", no_args_is_help=True)
+# soft_wrap: printed lines are never hard-wrapped at 80 columns when stderr is not a
+# terminal (a pipe, CI, a test): commands meant for copy-paste stay on one line.
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+class _Commands(TyperGroup):
+    """Every command's bad configuration or unreachable database is one line on stderr and
+    exit code 2, not a traceback of hundreds of lines."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "".join(f"{p}: " for p in first["loc"]).upper()
+            console.print(f"error: invalid configuration: {where}{first['msg']}", markup=False)
+        except (ArgumentError, NoSuchModuleError) as exc:
+            console.print(f"error: DATABASE_URL is not usable: {_one_line(exc)}", markup=False)
+        except DBAPIError as exc:
+            # The driver's own first line (host, port, file; never a password or a
+            # statement's parameters, which stay in the exception only).
+            cause = exc.orig if exc.orig is not None else exc
+            console.print(
+                f"error: database: {type(cause).__name__}: {_one_line(cause)}", markup=False
+            )
+        raise typer.Exit(2)
+
+
+app = typer.Typer(help="Revenue-churn ledger for Stripe.", no_args_is_help=True, cls=_Commands)
 app.add_typer(jobs_app, name="jobs")
+dead_letters_app = typer.Typer(
+    help="Events set aside because their projection kept failing.", no_args_is_help=True
+)
+app.add_typer(dead_letters_app, name="dead-letters")
 app.command("backfill")(backfill_command)
 app.command("reconcile")(reconcile_command)
-console = Console(stderr=True)
 
 
 @app.command()
@@ -49,7 +89,7 @@ def serve(
     """Run the HTTP service (webhook receiver, metrics API)."""
     import uvicorn
 
-    from service.kit.telemetry import configure_logging
+    from service.kit.telemetry import configure_logging, logging_config
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -71,15 +111,23 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        log_config=logging_config(settings.log_level),
         access_log=False,
+        # A worker answers the supervisor's pings only once it has imported the app; on a
+        # loaded machine that took longer than uvicorn's 5 s, and it was killed at start.
+        timeout_worker_healthcheck=60,
     )
 
 
 @app.command()
 def status() -> None:
-    """Show the database revision against the code's head."""
+    """Show the database revision against the code's head; exit 1 unless they match."""
     engine = create_db_engine(get_settings().database_url)
-    console.print(f"database: {current_revision(engine)}  code head: {head_revision()}")
+    current, head = current_revision(engine), head_revision()
+    console.print(f"database: {current or 'empty (not migrated)'}  code head: {head}")
+    if current != head:
+        console.print("not migrated: run `churn-ledger migrate`")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -190,6 +238,49 @@ def worker(poll: Annotated[float, typer.Option(help="Seconds between polls")] = 
         projector.stop()
 
 
+@dead_letters_app.command("list")
+def dead_letters_list(
+    account: Annotated[str | None, typer.Option(help="Only this account ('' the platform)")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+) -> None:
+    """The newest dead letters: event, customer, attempts and the reason."""
+    from sqlalchemy.orm import Session
+
+    from service.webhooks.service import dead_letters
+
+    engine = create_db_engine(get_settings().database_url)
+    _require_migrated(engine)
+    with Session(engine) as session:
+        found = dead_letters(session, account, limit)
+    out = Console(soft_wrap=True)
+    for d in found.data:
+        out.print(
+            f"{d.dead_at:%Y-%m-%dT%H:%M:%SZ} {d.account or '-'} {d.customer_id} {d.event_id} "
+            f"{d.type} attempts={d.attempts} {d.reason}",
+            markup=False,
+            highlight=False,
+        )
+    console.print(f"{found.total} dead letter(s)")
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    account: Annotated[str | None, typer.Option(help="Only this account ('' the platform)")] = None,
+    event: Annotated[str | None, typer.Option(help="Only this Stripe event id (evt_...)")] = None,
+) -> None:
+    """Put dead letters back on the projection queue with fresh attempts (after a fix)."""
+    from sqlalchemy.orm import Session
+
+    from service.webhooks.service import replay_dead_letters
+
+    engine = create_db_engine(get_settings().database_url)
+    _require_migrated(engine)
+    with Session(engine) as session:
+        n = replay_dead_letters(session, account, event)
+        session.commit()
+    console.print(f"requeued {n} dead letter(s); a running projector takes them now")
+
+
 def _require_migrated(engine: Engine) -> None:
     try:
         ensure_migrated(engine)
@@ -219,7 +310,7 @@ def demo(
         )
         raise typer.Exit(1) from None
 
-    run_demo(customers=customers, months=months, seed=seed, console=Console())
+    run_demo(customers=customers, months=months, seed=seed, console=Console(soft_wrap=True))
 
 
 if __name__ == "__main__":

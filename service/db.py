@@ -43,6 +43,9 @@ class DatabaseNotMigratedError(RuntimeError):
 
 
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
+    # A statement's parameters hold event bodies and ids: an error's text (and so a log
+    # line) must never carry them.
+    kwargs.setdefault("hide_parameters", True)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)

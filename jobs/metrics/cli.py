@@ -13,7 +13,7 @@ from service.db import DatabaseNotMigratedError, create_db_engine, ensure_migrat
 from service.settings import get_settings
 
 app = typer.Typer(help="Metric jobs: precomputed tables for /v1/metrics.", no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
@@ -36,13 +36,17 @@ def run(
     """Refresh the metric tables of accounts whose ledger changed (or never computed)."""
     from jobs.metrics.refresh import refresh
 
+    try:
+        day = date.fromisoformat(today) if today else None
+    except ValueError:
+        console.print(f"error: --today {today!r} is not a day (YYYY-MM-DD)", markup=False)
+        raise typer.Exit(2) from None
     engine = create_db_engine(get_settings().database_url)
     try:
         ensure_migrated(engine)
     except DatabaseNotMigratedError as exc:
         console.print(f"[red]refusing to run:[/red] {exc}")
         raise typer.Exit(2) from None
-    day = date.fromisoformat(today) if today else None
     with Session(engine, expire_on_commit=False) as session:
         result = refresh(session, accounts=account or None, full=full, today=day)
         session.commit()

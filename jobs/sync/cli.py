@@ -21,7 +21,7 @@ from service.kit.money import display
 from service.kit.time import utc_day
 from service.settings import get_settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 AccountOption = Annotated[
     str | None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,12 +101,37 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def logging_config(level: str) -> dict[str, Any]:
+    """Every logger of the process, uvicorn's and the libraries' included, writes one JSON
+    object per line to stderr (a traceback is the `exc` field of its record's line).
+
+    Also handed to uvicorn as its `log_config`, so that each of `serve --workers N`'s
+    processes applies it, and uvicorn's own lines are JSON too."""
+    level = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {
+            "json": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            # Their own handlers off, so every line goes through the root's, once.
+            "uvicorn": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.access": {"handlers": [], "level": level, "propagate": True},
+            "churn_ledger": {"handlers": [], "level": level, "propagate": True},
+        },
+        "root": {"handlers": ["json"], "level": level},
+    }
+
+
 def configure_logging(level: str) -> None:
-    root = logging.getLogger("churn_ledger")
+    root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    root.propagate = False
+    logging.config.dictConfig(logging_config(level))

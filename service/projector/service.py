@@ -93,7 +93,7 @@ def project_pending(
             continue
         except Exception:
             if len(ids) == 1:
-                _record_failure(session, account, ids[0])
+                done += _record_failure(session, batch, account, ids[0], options.max_attempts)
                 continue
         for customer_id in ids:
             try:
@@ -101,17 +101,89 @@ def project_pending(
                     batch.customers(account, [customer_id])
                 done += 1
             except Exception:  # a bad event must not stop the others
-                _record_failure(session, account, customer_id)
+                done += _record_failure(session, batch, account, customer_id, options.max_attempts)
     return done
 
 
-def _record_failure(session: Session, account: str, customer_id: str) -> None:
-    log.exception("projection failed", extra={"fields": {"customer": customer_id}})
+def _reason(exc: BaseException | None) -> str:
+    # The first line only: a database error's full text carries its statement.
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"[:2000]
+
+
+def _record_failure(
+    session: Session, batch: _Batch, account: str, customer_id: str, max_attempts: int
+) -> int:
+    """Count the failure on the customer's queued events; once they have failed
+    `max_attempts` times, set the failing event aside as a dead letter and project the
+    customer from its other events. 1 if the customer was projected after all."""
     exc = sys.exc_info()[1]
+    log.warning(
+        "projection failed",
+        extra={"fields": {"account": account, "customer": customer_id, "error": _reason(exc)}},
+    )
     with session.begin_nested():
-        StripeEventRepository(session).record_failure(
-            account, customer_id, f"{type(exc).__name__}: {exc}"
+        attempts = StripeEventRepository(session).record_failure(account, customer_id, _reason(exc))
+    if attempts < max_attempts:
+        return 0
+    return 1 if _quarantine(session, batch, account, customer_id) else 0
+
+
+class _Probe(Exception):
+    """Rolls a trial projection's savepoint back: a probe never writes."""
+
+
+def _quarantine(session: Session, batch: _Batch, account: str, customer_id: str) -> bool:
+    """Find the queued event the customer's projection fails on, set it aside (dead
+    letter, with the reason) and project the customer without it; repeated while another
+    one fails. False if the projection fails without any queued event (the cause is
+    then not one event: it stays queued with its attempts spent)."""
+    events = StripeEventRepository(session)
+    now = datetime.now(UTC)
+    for _ in range(64):  # each round sets one event aside
+        queued = events.queued(account, [customer_id])  # oldest first
+
+        def failure_with(first: int, queued: list[int] = queued) -> str | None:
+            """Why projecting with only the oldest `first` queued events fails, or None."""
+            try:
+                with session.begin_nested():
+                    events.set_dead(queued[first:], "probe", now)
+                    batch.customers(account, [customer_id])
+                    raise _Probe
+            except _Probe:
+                return None
+            except Exception as exc:
+                return _reason(exc)
+
+        if not queued or failure_with(0) is not None:
+            return False
+        # The events before the customer's queued ones were projected: the newest prefix
+        # that still projects ends right before the culprit.
+        good, bad, reason = 0, len(queued), failure_with(len(queued))
+        if reason is None:  # it projects now (the failure was not an event's)
+            with session.begin_nested():
+                batch.customers(account, [customer_id])
+            return True
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            failed = failure_with(mid)
+            if failed is None:
+                good = mid
+            else:
+                bad, reason = mid, failed
+        with session.begin_nested():
+            events.set_dead([queued[bad - 1]], reason, now)
+        log.warning(
+            "dead letter",
+            extra={"fields": {"account": account, "customer": customer_id, "reason": reason}},
         )
+        try:
+            with session.begin_nested():
+                batch.customers(account, [customer_id])
+            return True
+        except Exception:
+            continue
+    return False
 
 
 POOL_CHUNK = 50  # customers per task sent to a worker process
@@ -227,9 +299,17 @@ class _Batch:
         handled_at = datetime.now(UTC)
         out = BulkRows()
         seen: set[str] = set()
-        for customer_id, rows in self._computed(account, groups):
-            seen.add(customer_id)
-            out.add(account, customer_id, rows, handled_at)
+        try:
+            for customer_id, rows in self._computed(account, groups):
+                seen.add(customer_id)
+                out.add(account, customer_id, rows, handled_at)
+        finally:
+            # A customer that fails mid-stream: PostgreSQL's named cursor must be closed
+            # now, inside the savepoint. Closed later (by the garbage collector, after
+            # the rollback dropped it), its CLOSE fails and aborts the whole transaction.
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
         for customer_id in wanted - seen:  # only events no projector reads: empty rows
             out.add(account, customer_id, CustomerRows(), handled_at)
         touched = repo.write_bulk(account, customer_ids, out)

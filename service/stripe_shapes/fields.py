@@ -50,6 +50,26 @@ def get_int(obj: Mapping[str, Any], key: str) -> int | None:
     return None
 
 
+class UnreadableField(ValueError):
+    """A field present with a value no Stripe object has: the event cannot be projected
+    (it becomes a dead letter with this as its reason) rather than be misread."""
+
+
+COUNT_MAX = 2**63 - 1
+
+
+def get_count(obj: Mapping[str, Any], key: str) -> int | None:
+    """A count such as `quantity`: None when absent or null; an integer of 0..2**63-1
+    otherwise. Anything else raises UnreadableField: orjson reads an integer past 64 bits
+    as a float, and reading that as "no quantity" billed it as 1."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if type(value) is int and 0 <= value <= COUNT_MAX:
+        return value
+    raise UnreadableField(f"{key} {value!r} is not an integer of 0..2**63-1")
+
+
 def get_bool(obj: Mapping[str, Any], key: str) -> bool:
     return obj.get(key) is True
 

@@ -26,6 +26,7 @@ from service.stripe_shapes.fields import (
     as_mapping,
     expandable_id,
     get_bool,
+    get_count,
     get_int,
     get_str,
     is_mapping,
@@ -127,7 +128,7 @@ def _read_item(obj: Mapping[str, Any]) -> ItemSnapshot:
     return ItemSnapshot(
         id=get_str(obj, "id"),
         price=_read_price_cached(raw_price) if is_mapping(raw_price) else None,
-        quantity=get_int(obj, "quantity"),
+        quantity=get_count(obj, "quantity"),
         discounts=discounts,
         discount_ids=discount_ids,
         current_period_start=get_int(obj, "current_period_start"),

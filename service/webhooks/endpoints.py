@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
+from service.db import SessionDep
+from service.kit.auth import AdminKeyDep
 from service.kit.deps import TelemetryDep
 from service.kit.errors import ErrorResponse
+from service.kit.params import PRINTABLE
 from service.webhooks.dependencies import EventWriterDep, VerifiedEventDep
-from service.webhooks.schemas import WebhookAck
-from service.webhooks.service import receive_event
+from service.webhooks.schemas import DeadLettersOut, WebhookAck
+from service.webhooks.service import dead_letters, receive_event
 
 log = logging.getLogger("churn_ledger.webhooks")
 router = APIRouter(tags=["webhooks"])
+admin_router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
+)
 
 # The two possible answers, rendered once: this is the hottest route.
 _ACK = {
@@ -63,3 +72,24 @@ async def receive_stripe_webhook(
         for hook in request.app.state.event_stored_hooks:
             hook()
     return Response(_ACK[result.duplicate], media_type="application/json")
+
+
+@admin_router.get(
+    "/dead-letters",
+    response_model=DeadLettersOut,
+    summary="Events set aside because their projection kept failing, with the reason",
+    description=(
+        "An event whose projection failed PROJECTOR_MAX_ATTEMPTS times is left out of its "
+        "customer's projection (the customer is projected from its other events). "
+        "`churn-ledger dead-letters replay` puts them back on the queue."
+    ),
+)
+def list_dead_letters(
+    session: SessionDep,
+    _key: AdminKeyDep,
+    account: Annotated[
+        str | None, Query(max_length=255, pattern=PRINTABLE, description="Only this account")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DeadLettersOut:
+    return dead_letters(session, account, limit)

@@ -66,7 +66,8 @@ class QueuedEvent(Base):
     Narrow on purpose: taking an event off it, or counting a failure, never rewrites the
     event's row with its body. Rows are added by a database trigger on `stripe_events`
     (migration 0007) for every event about a customer, and deleted in the transaction
-    that writes the customer's projection.
+    that writes the customer's projection. A row with `dead_at` is a dead letter, not
+    backlog (migration 0008).
     """
 
     __tablename__ = "projection_queue"
@@ -77,3 +78,6 @@ class QueuedEvent(Base):
     customer_id: Mapped[str] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Set aside (migration 0008): this event's projection kept failing; the projector
+    # leaves it out of its customer's events until it is replayed. `last_error` says why.
+    dead_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from psycopg.rows import namedtuple_row
@@ -18,6 +19,8 @@ SELECT customer_id, event_id, type, created, body FROM stripe_events
 WHERE account = %(account)s AND customer_id >= %(first)s AND customer_id <= %(last)s
   AND (type = ANY(%(types)s::text[])
        OR (type = ANY(%(flagged_types)s::text[]) AND customer_id = ANY(%(flagged)s::text[])))
+  AND NOT EXISTS (SELECT 1 FROM projection_queue d
+                  WHERE d.id = stripe_events.id AND d.dead_at IS NOT NULL)
 ORDER BY customer_id
 """
 _PG_EVENTS_OF_LIST = _PG_EVENTS_OF_RANGE.replace(
@@ -88,8 +91,13 @@ class StripeEventRepository:
     # --- the projection queue (design §1) -------------------------------------------
 
     def count_unhandled(self) -> int:
-        """Events waiting for the projector (the backlog)."""
-        return self.session.scalar(select(func.count()).select_from(QueuedEvent)) or 0
+        """Events waiting for the projector (the backlog; dead letters are not)."""
+        return (
+            self.session.scalar(
+                select(func.count()).select_from(QueuedEvent).where(QueuedEvent.dead_at.is_(None))
+            )
+            or 0
+        )
 
     def pending_customers(self, limit: int, max_attempts: int) -> list[tuple[str, str]]:
         """Customers with queued events, those waiting longest first (by their oldest
@@ -97,7 +105,7 @@ class StripeEventRepository:
         q = QueuedEvent.__table__.c
         rows = self.session.execute(
             select(q.account, q.customer_id)
-            .where(q.attempts < max_attempts)
+            .where(q.attempts < max_attempts, q.dead_at.is_(None))
             .group_by(q.account, q.customer_id)
             .order_by(func.min(q.id))
             .limit(limit)
@@ -105,12 +113,15 @@ class StripeEventRepository:
         return [(a, c) for a, c in rows]
 
     def queued(self, account: str, customer_ids: Sequence[str]) -> list[int]:
-        """Ids of the queued events of these customers (taken off by `dequeue`)."""
+        """Ids of the queued events of these customers (taken off by `dequeue`), oldest
+        first; dead letters stay."""
         q = QueuedEvent.__table__.c
         ids: list[int] = []
         for chunk in chunks(customer_ids, IN_CHUNK):
             ids += self.session.scalars(
-                select(q.id).where(q.account == account, q.customer_id.in_(chunk))
+                select(q.id)
+                .where(q.account == account, q.customer_id.in_(chunk), q.dead_at.is_(None))
+                .order_by(q.id)
             )
         return ids
 
@@ -121,13 +132,74 @@ class StripeEventRepository:
         for chunk in chunks(ids, IN_CHUNK):
             self.session.execute(table.delete().where(table.c.id.in_(chunk)))
 
-    def record_failure(self, account: str, customer_id: str, error: str) -> None:
+    def record_failure(self, account: str, customer_id: str, error: str) -> int:
+        """Count a failed projection on the customer's queued events; the most attempts
+        one of them has now."""
         q = QueuedEvent.__table__.c
+        live = (q.account == account, q.customer_id == customer_id, q.dead_at.is_(None))
         self.session.execute(
             update(QueuedEvent.__table__)
-            .where(q.account == account, q.customer_id == customer_id)
+            .where(*live)
             .values(attempts=q.attempts + 1, last_error=error[:2000])
         )
+        return self.session.scalar(select(func.max(q.attempts)).where(*live)) or 0
+
+    # --- dead letters -------------------------------------------------------------------
+
+    def set_dead(self, ids: Sequence[int], reason: str, at: datetime) -> None:
+        """Set these queued events aside: the projector leaves them out (`events_of`)."""
+        table = QueuedEvent.__table__
+        for chunk in chunks(ids, IN_CHUNK):
+            self.session.execute(
+                table.update()
+                .where(table.c.id.in_(chunk))
+                .values(dead_at=at, last_error=reason[:2000])
+            )
+
+    def requeue_dead(self, account: str | None = None, event_id: str | None = None) -> int:
+        """Put dead letters (of one account, or one event) back on the queue with fresh
+        attempts; how many."""
+        q, e = QueuedEvent.__table__.c, StripeEvent.__table__.c
+        where: list[Any] = [q.dead_at.is_not(None)]
+        if account is not None:
+            where.append(q.account == account)
+        if event_id is not None:
+            where.append(q.id.in_(select(e.id).where(e.event_id == event_id)))
+        result = self.session.execute(
+            update(QueuedEvent.__table__).where(*where).values(dead_at=None, attempts=0)
+        )
+        return result.rowcount or 0
+
+    def count_dead(self) -> dict[str, int]:
+        """Dead letters per account."""
+        q = QueuedEvent.__table__.c
+        rows = self.session.execute(
+            select(q.account, func.count()).where(q.dead_at.is_not(None)).group_by(q.account)
+        ).all()
+        return {account: n for account, n in rows}
+
+    def dead_letters(self, account: str | None, limit: int) -> list[Row[Any]]:
+        """The newest dead letters with their event's id and type."""
+        q, e = QueuedEvent.__table__.c, StripeEvent.__table__.c
+        query = (
+            select(
+                q.account,
+                q.customer_id,
+                e.event_id,
+                e.type,
+                e.created,
+                q.attempts,
+                q.last_error,
+                q.dead_at,
+            )
+            .join_from(QueuedEvent.__table__, StripeEvent.__table__, e.id == q.id)
+            .where(q.dead_at.is_not(None))
+            .order_by(q.dead_at.desc(), q.id.desc())
+            .limit(limit)
+        )
+        if account is not None:
+            query = query.where(q.account == account)
+        return list(self.session.execute(query).all())
 
     def try_lock_customers(self, customers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """The customers this transaction could lock for projection, skipping those another
@@ -201,7 +273,7 @@ class StripeEventRepository:
         the first and the last is wanted (rebuild), so a range is read instead of a list;
         events of customers outside the list may then come too. Streamed: a server-side
         cursor, with binary results on PostgreSQL (bodies as bytes, not hex text)."""
-        events = StripeEvent.__table__
+        events, dead = StripeEvent.__table__, QueuedEvent.__table__
         first, last = customer_ids[0], customer_ids[-1]
         if contiguous:
             wanted: Any = and_(events.c.customer_id >= first, events.c.customer_id <= last)
@@ -243,6 +315,9 @@ class StripeEventRepository:
             .where(
                 events.c.account == account,
                 wanted,
+                ~select(dead.c.id)
+                .where(dead.c.id == events.c.id, dead.c.dead_at.is_not(None))
+                .exists(),
                 or_(
                     events.c.type.in_(sorted(types)),
                     and_(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -129,3 +130,19 @@ def parse_event(payload: bytes | str) -> StripeEventEnvelope:
 class WebhookAck(BaseModel):
     received: bool = Field(description="Always true: the event is durably stored.")
     duplicate: bool = Field(description="True when this event id was already stored.")
+
+
+class DeadLetterOut(BaseModel):
+    account: str = Field(description="Connect account; '' the platform")
+    customer_id: str
+    event_id: str
+    type: str
+    created: int = Field(description="Stripe's event.created, unix seconds")
+    attempts: int = Field(description="Failed projections before it was set aside")
+    reason: str | None = Field(description="The error its projection failed with (one line)")
+    dead_at: datetime
+
+
+class DeadLettersOut(BaseModel):
+    total: int = Field(description="Dead letters of the account filter, all of them")
+    data: list[DeadLetterOut] = Field(description="The newest first, up to `limit`")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from service.webhooks.models import EventSource
 from service.webhooks.repository import StripeEventRepository
-from service.webhooks.schemas import StripeEventEnvelope
+from service.webhooks.schemas import DeadLetterOut, DeadLettersOut, StripeEventEnvelope
 from service.webhooks.writer import EventWriter
 
 
@@ -64,3 +64,33 @@ async def receive_event(
     """Store a webhook's event; returns once it is committed (the writer's edge)."""
     row_id = await writer.store(event_row(payload, envelope))
     return StoreResult(row_id=row_id, duplicate=row_id is None)
+
+
+def dead_letters(session: Session, account: str | None, limit: int) -> DeadLettersOut:
+    repo = StripeEventRepository(session)
+    counts = repo.count_dead()
+    total = sum(counts.values()) if account is None else counts.get(account, 0)
+    rows = repo.dead_letters(account, limit)
+    return DeadLettersOut(
+        total=total,
+        data=[
+            DeadLetterOut(
+                account=r.account,
+                customer_id=r.customer_id,
+                event_id=r.event_id,
+                type=r.type,
+                created=r.created,
+                attempts=r.attempts,
+                reason=r.last_error,
+                dead_at=r.dead_at,
+            )
+            for r in rows
+        ],
+    )
+
+
+def replay_dead_letters(
+    session: Session, account: str | None = None, event_id: str | None = None
+) -> int:
+    """Back on the queue with fresh attempts (flush only); how many."""
+    return StripeEventRepository(session).requeue_dead(account, event_id)

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.sync.reconcile import reconcile_request
+from service.dashboard.endpoints import install as install_dashboard
 from service.db import (
     DatabaseNotMigratedError,
     create_db_engine,
@@ -115,4 +116,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(sync_router)  # /v1/admin
     telemetry.registry.register(DriftCollector(app.state.sessionmaker))  # reconcile drift
     app.include_router(payments_router)
+    install_dashboard(app)  # /dashboard and / (static files reading /v1 in the browser)
     return app

@@ -55,7 +55,7 @@ def require_browser() -> Any:
         from playwright import sync_api
     except ImportError as exc:
         missing = f"playwright is not installed ({exc})"
-    if missing is None and not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+    if missing is None and not shutil.which(CHROMIUM):  # an executable file, or on PATH
         missing = f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
     if missing:
         if os.environ.get("REQUIRE_BROWSER") == "1":

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.sync.reconcile import reconcile_request
+from service.dashboard.endpoints import install as install_dashboard
 from service.db import (
     DatabaseNotMigratedError,
     create_db_engine,
@@ -122,4 +123,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     telemetry.registry.register(DeadLetterCollector(app.state.sessionmaker))
     telemetry.registry.register(DriftCollector(app.state.sessionmaker))  # reconcile drift
     app.include_router(payments_router)
+    install_dashboard(app)  # /dashboard and / (static files reading /v1 in the browser)
     return app

@@ -294,8 +294,15 @@ def demo(
     customers: Annotated[int, typer.Option(min=1, help="Simulated customers")] = 100,
     months: Annotated[int, typer.Option(min=1, help="Simulated months")] = 12,
     seed: int = 7,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Keep the server running (Ctrl-C stops it)")
+    ] = False,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="With --serve: port (default free)")
+    ] = None,
 ) -> None:
-    """A simulated Stripe account sends signed webhooks to a real server; see the metrics."""
+    """A simulated Stripe account sends signed webhooks to a real server; see the metrics,
+    then the dashboard's URL and an API key (--serve keeps that server up to open it)."""
     try:
         from sim.demo import run_demo
     except ModuleNotFoundError as exc:
@@ -310,7 +317,14 @@ def demo(
         )
         raise typer.Exit(1) from None
 
-    run_demo(customers=customers, months=months, seed=seed, console=Console(soft_wrap=True))
+    run_demo(
+        customers=customers,
+        months=months,
+        seed=seed,
+        console=Console(soft_wrap=True),
+        serve=serve,
+        port=port,
+    )
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class DemoResult:
     months: list[dict[str, Any]] = field(default_factory=list)
     usd_mrr_api: dict[str, int] = field(default_factory=dict)  # month end -> API MRR (usd)
     usd_mrr_truth: dict[str, int] = field(default_factory=dict)  # month end -> truth (usd)
+    base_url: str = ""
 
 
 def _free_port() -> int:
@@ -57,8 +58,8 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _serve(settings: Settings) -> Iterator[str]:
-    port = _free_port()
+def _serve(settings: Settings, port: int | None = None) -> Iterator[str]:
+    port = port or _free_port()
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="error", lifespan="on"
     )
@@ -98,8 +99,17 @@ def _month_starts(first: date, last: date) -> list[date]:
 
 
 def run_demo(
-    *, customers: int = 100, months: int = 12, seed: int = 7, console: Console | None = None
+    *,
+    customers: int = 100,
+    months: int = 12,
+    seed: int = 7,
+    console: Console | None = None,
+    serve: bool = False,
+    port: int | None = None,
+    until: threading.Event | None = None,
 ) -> DemoResult:
+    """With `serve`, the server stays up after the report (on `port`, default a free
+    one) until Ctrl-C, or until `until` is set (tests)."""
     console = console or Console()
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="churn-ledger-demo-"))
@@ -121,7 +131,7 @@ def run_demo(
     auth = {"Authorization": f"Bearer {api_key}"}
     lock = threading.Lock()
 
-    with _serve(settings) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with _serve(settings, port) as base, httpx.Client(base_url=base, timeout=30) as http:
         console.print(
             f"server on [bold]{base}[/bold]; simulated account: {customers} customers, "
             f"{months} months, {len(sim.events)} Stripe events"
@@ -179,7 +189,36 @@ def run_demo(
         usd = http.get(
             "/v1/metrics/mrr", headers=auth, params={**window, "currency_code": "usd"}
         ).json()["data"]
+        result.base_url = base
+        if serve:
+            _report(result, mrr, churn, recovery, usd, sim)
+            _print(console, result, settings, secret, api_key, serving=base)
+            _wait(console, until)
+            return result
 
+    _report(result, mrr, churn, recovery, usd, sim)
+    _print(console, result, settings, secret, api_key, serving=None)
+    return result
+
+
+def _wait(console: Console, until: threading.Event | None) -> None:
+    stop = until or threading.Event()
+    try:
+        # Short waits: Ctrl-C interrupts the main thread between them.
+        while not stop.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        console.print("stopping the server")
+
+
+def _report(
+    result: DemoResult,
+    mrr: list[dict[str, Any]],
+    churn: list[dict[str, Any]],
+    recovery: dict[str, Any],
+    usd: list[dict[str, Any]],
+    sim: Simulation,
+) -> None:
     periods = recovery.get("periods", [])
     for i, (m, c) in enumerate(zip(mrr, churn, strict=True)):
         r = periods[i] if i < len(periods) else {}
@@ -198,8 +237,6 @@ def run_demo(
         last = date.fromordinal(end.toordinal() - 1)
         result.usd_mrr_api[last.isoformat()] = row["mrr"]["amount"]
         result.usd_mrr_truth[last.isoformat()] = sim.truth.total_mrr(last).get("usd", 0)
-    _print(console, result, settings, secret, api_key)
-    return result
 
 
 def _dollars(cents: int) -> str:
@@ -210,7 +247,15 @@ def _rate(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-def _print(console: Console, r: DemoResult, settings: Settings, secret: str, key: str) -> None:
+def _print(
+    console: Console,
+    r: DemoResult,
+    settings: Settings,
+    secret: str,
+    key: str,
+    *,
+    serving: str | None,
+) -> None:
     console.print(
         f"webhooks: {r.sent} sent, {r.stored} stored, {r.duplicates} duplicates acknowledged, "
         f"{r.rejected} rejected"
@@ -249,6 +294,14 @@ def _print(console: Console, r: DemoResult, settings: Settings, secret: str, key
             else f"[red]no[/red] {r.usd_mrr_api} vs {r.usd_mrr_truth}"
         )
     )
+    if serving:
+        console.print(
+            f"\nThe demo's server keeps running (Ctrl-C stops it); its database is "
+            f"{settings.database_url}\n"
+            f"  curl -s -H 'Authorization: Bearer {key}' '{serving}/v1/metrics/churn'\n"
+            f"\nDashboard: [bold]{serving}/dashboard[/bold]\nAPI key:   [bold]{key}[/bold]"
+        )
+        return
     console.print(
         "\nTry it yourself (the demo's server has stopped; this one keeps running):\n"
         f"  DATABASE_URL={settings.database_url} API_KEYS={key} "
@@ -258,5 +311,8 @@ def _print(console: Console, r: DemoResult, settings: Settings, secret: str, key
         f"  curl -s -H 'Authorization: Bearer {key}' "
         "'localhost:8000/v1/metrics/mrr?format=csv'\n"
         f"  curl -s -H 'Authorization: Bearer {key}' localhost:8000/v1/failed-payments\n"
-        "  curl -s localhost:8000/metrics | grep churn_ledger_webhook"
+        "  curl -s localhost:8000/metrics | grep churn_ledger_webhook\n"
+        "\nDashboard: [bold]http://localhost:8000/dashboard[/bold] (with that server running; "
+        "or `churn-ledger demo --serve` keeps the demo's own server up)\n"
+        f"API key:   [bold]{key}[/bold]"
     )

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Top to bottom. A module may import its own room and any room below it.
 ROOMS = [
+    # Static files only: the page reads /v1 in the browser and imports no room.
+    "service.dashboard",
     "service.ops",
     "service.sync",
     "service.projector",

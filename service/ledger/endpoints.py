@@ -96,7 +96,7 @@ def list_customers(
         answer: Response = csv_response(
             CUSTOMER_COLUMNS, map(_customer_row, rows), filename="customers.csv"
         )
-        answer.headers["X-Sort"] = cell(sort.value)
+        answer.headers["X-As-Of"] = cell(service.as_of(session, account))
         return answer
     return service.list_customers(
         session, options, account, search=q, sort=sort, active=active, cursor=cursor,

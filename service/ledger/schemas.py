@@ -78,6 +78,9 @@ class WarningOut(BaseModel):
 
 class CustomerOut(BaseModel):
     account: str
+    as_of: datetime | None = Field(
+        description="Stripe `created` of the newest projected event (null: none yet)"
+    )
     customer_id: str
     mrr: list[Money] = Field(description="Current MRR, one entry per currency")
     first_mrr_day: date | None = Field(description="Cohort: the first day with MRR")
@@ -107,6 +110,9 @@ class CustomerSummaryOut(BaseModel):
 
 class CustomersPage(BaseModel):
     account: str
+    as_of: datetime | None = Field(
+        description="Stripe `created` of the newest projected event (null: none yet)"
+    )
     reporting_currency: str
     sort: CustomerSort = Field(description="The order of `data` (ties by customer_id)")
     data: list[CustomerSummaryOut]

@@ -74,6 +74,11 @@ def _subscription_out(s: SubscriptionState) -> SubscriptionOut:
     )
 
 
+def as_of(session: Session, account: str) -> datetime | None:
+    newest = StripeEventRepository(session).newest_handled(account)
+    return datetime.fromtimestamp(newest, UTC) if newest else None
+
+
 def customer_detail(session: Session, account: str, customer_id: str) -> CustomerOut | None:
     repo = LedgerRepository(session)
     customer = repo.customer(account, customer_id)
@@ -85,6 +90,7 @@ def customer_detail(session: Session, account: str, customer_id: str) -> Custome
         current[m.currency] = m.to_mrr
     return CustomerOut(
         account=account,
+        as_of=as_of(session, account),
         customer_id=customer_id,
         mrr=[Money.of(amount, cur) for cur, amount in sorted(current.items())],
         first_mrr_day=customer.first_mrr_day,
@@ -168,6 +174,7 @@ def list_customers(
     more = len(rows) > limit
     return CustomersPage(
         account=account,
+        as_of=as_of(session, account),
         reporting_currency=reporting,
         sort=sort,
         data=page,

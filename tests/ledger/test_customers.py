@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -174,10 +174,15 @@ class TestCustomers:
         s.sub("created", day(0))
         s.sub("updated", day(10), items=[item(price_payload(id="price_99", unit_amount=9900))])
         s.run()
-        [row] = _pages(client)
+        page = client.get("/v1/customers", headers=AUTH).json()
+        [row] = page["data"]
         assert (row["customer_id"], row["mrr"]["amount"]) == ("cus_1", 9900)
         detail = client.get("/v1/customers/cus_1", headers=AUTH).json()
         assert row["mrr_by_currency"] == detail["mrr"]
+        # As of the newest projected event: the upgrade on day 10.
+        newest = datetime.fromtimestamp(day(10), UTC)
+        assert datetime.fromisoformat(page["as_of"]) == newest
+        assert datetime.fromisoformat(detail["as_of"]) == newest
 
     def test_bad_input_is_4xx(self, client, db_session):
         _customer(db_session, "", "cus_1", {"usd": _steps([100])})

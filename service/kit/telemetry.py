@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +102,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stderr` as it is when a record is emitted, not as it was when logging
+    was configured: code that swaps stderr (a CLI runner, a test capturing output) would
+    otherwise leave every later record writing to a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def logging_config(level: str) -> dict[str, Any]:
     """Every logger of the process, uvicorn's and the libraries' included, writes one JSON
     object per line to stderr (a traceback is the `exc` field of its record's line).
@@ -114,9 +132,8 @@ def logging_config(level: str) -> dict[str, Any]:
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {
             "json": {
-                "class": "logging.StreamHandler",
+                "()": StderrHandler,
                 "formatter": "json",
-                "stream": "ext://sys.stderr",
             }
         },
         "loggers": {

@@ -216,7 +216,10 @@ class StripeEventRepository:
             self.session.scalars(
                 text(
                     "SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
-                    "WHERE pg_try_advisory_xact_lock(hashtextextended(k, 7411))"
+                    # The schema in the key: advisory locks are per database, and two
+                    # schemas (deployments, test runs) must not skip each other's customers.
+                    "WHERE pg_try_advisory_xact_lock("
+                    "hashtextextended(current_schema() || chr(31) || k, 7411))"
                 ),
                 {"keys": keys},
             )

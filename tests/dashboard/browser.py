@@ -25,7 +25,7 @@ from service.db import create_db_engine, upgrade
 from service.kit.signing import sign
 from service.settings import Settings
 from sim.simulate import Simulation, event_bytes, simulate
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, WRITE_KEY
 from tests.signing import WEBHOOK_SECRET
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -70,6 +70,7 @@ def seeded_settings(workdir: Path) -> Settings:
         database_url=f"sqlite:///{workdir / 'dashboard.db'}",
         stripe_webhook_secrets=WEBHOOK_SECRET,  # type: ignore[arg-type]
         api_keys=API_KEY,  # type: ignore[arg-type]
+        write_api_keys=WRITE_KEY,  # type: ignore[arg-type]
         projector_mode="thread",
     )
 
@@ -87,7 +88,8 @@ def seed(base: str, settings: Settings, *, customers: int, months: int, seed_: i
     auth = {"Authorization": f"Bearer {API_KEY}"}
     with httpx.Client(base_url=base, timeout=30) as http:
         rates = [{"currency": c, "day": "2000-01-01", "rate": r} for c, r in DEMO_RATES.items()]
-        http.put("/v1/fx-rates", headers=auth, json={"rates": rates}).raise_for_status()
+        writer = {"Authorization": f"Bearer {WRITE_KEY}"}  # rates need a write-scoped key
+        http.put("/v1/fx-rates", headers=writer, json={"rates": rates}).raise_for_status()
 
         def deliver(event: dict[str, Any]) -> None:
             body = event_bytes(event)

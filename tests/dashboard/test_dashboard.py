@@ -441,3 +441,20 @@ class TestWhenTheApiFails:
         page.wait_for_selector("main[data-loaded='customers']")
         assert page.is_hidden("#banner")
         assert page.locator("#customers-table tbody tr").count() > 0
+
+    def test_503_on_the_first_load_is_retried(self, page, live):
+        page.goto(f"{live.base}/dashboard")
+        page.evaluate(f"sessionStorage.setItem('churn-ledger.api-key', '{API_KEY}')")
+
+        def unavailable() -> Iterator[Any]:
+            raise OperationalError("SELECT 1", {}, Exception("database is restarting"))
+            yield
+
+        live.app.dependency_overrides[get_session] = unavailable
+        page.reload()
+        page.wait_for_selector("#banner:not([hidden])")
+        assert "503" in page.inner_text("#banner")
+        live.app.dependency_overrides.clear()
+        page.click("#banner button")
+        page.wait_for_selector("main[data-loaded='overview']")
+        assert page.locator("#mrr-table tbody tr").count() > 0

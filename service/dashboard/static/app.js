@@ -532,13 +532,15 @@ async function customers(query) {
 async function customer(id) {
   const c = await get(`/v1/customers/${encodeURIComponent(id)}`);
   const currencies = [...new Set(c.history.map((p) => p.mrr.currency))].sort();
-  const days = c.history.map((p) => p.day);
-  const charts = currencies.map((cur) => lineChart({
-    title: `MRR history (${cur.toUpperCase()})`, labels: days,
-    format: (v) => F.money(Math.round(v), cur),
-    series: [{ name: `MRR ${cur.toUpperCase()}`, cls: "s-mrr",
-      values: c.history.map((p) => (p.mrr.currency === cur ? p.mrr.amount : null)) }],
-  }));
+  const charts = currencies.map((cur) => {
+    const points = c.history.filter((p) => p.mrr.currency === cur);
+    return lineChart({
+      title: `MRR history (${cur.toUpperCase()}), at each ledger day`, step: true,
+      labels: points.map((p) => p.day), format: (v) => F.money(Math.round(v), cur),
+      series: [{ name: `MRR ${cur.toUpperCase()}`, cls: "s-mrr",
+        values: points.map((p) => p.mrr.amount) }],
+    });
+  });
   return [
     h("p", {}, h("a", { href: "#/customers" }, "← Customers")),
     h("h1", {}, `Customer ${c.customer_id}`),
@@ -600,7 +602,7 @@ async function movements(query) {
 
 const VIEWS = { overview, churn, cohorts, reasons, payments, customers, customer, invoice, movements };
 const FILTERED = new Set(["overview", "churn", "cohorts", "reasons", "payments"]);
-let ready = null; // the filter options and default window, once per sign-in
+let ready = false; // the filter options and default window: loaded once per sign-in
 let generation = 0;
 
 function banner(message, kind = "error") {
@@ -618,7 +620,7 @@ function banner(message, kind = "error") {
 
 function showSignIn(message) {
   session.clear();
-  ready = null;
+  ready = false;
   $("#nav").hidden = true;
   $("#filters").hidden = true;
   $("#sign-out").hidden = true;
@@ -666,11 +668,12 @@ async function route() {
   main.setAttribute("aria-busy", "true");
   main.dataset.view = view;
   try {
-    ready ??= (async () => {
+    if (!ready) {
+      // Not cached as a promise: after a failure (a 503) the retry asks again.
       await defaultWindow();
       await loadFilterOptions();
-    })();
-    await ready;
+      ready = true;
+    }
     if (FILTERED.has(view)) {
       for (const name of ["interval", "start", "end", "segment"]) {
         if (query.has(name)) filters[name] = query.get(name);
@@ -686,7 +689,6 @@ async function route() {
     main.dataset.loaded = view;
   } catch (error) {
     if (mine !== generation) return;
-    ready = error instanceof ApiError && error.status !== 401 ? ready : null;
     if (!(error instanceof ApiError) || error.status !== 401) {
       main.replaceChildren(h("p", { class: "empty" }, "This view could not be loaded."));
       main.dataset.loaded = "error";

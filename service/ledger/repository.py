@@ -24,6 +24,11 @@ from service.ledger.models import (
 from service.ledger.schemas import CustomerSort
 
 
+def _contains(column: Any, text: str) -> Any:
+    """Case-insensitive substring; % and _ are characters to find, not wildcards."""
+    return func.lower(column).contains(text.lower(), autoescape=True)
+
+
 class LedgerRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -89,29 +94,32 @@ class LedgerRepository:
         `delta_reporting`, as the metric tables add them up), in `sort` order, after the
         keyset `after`: (mrr, customer_id) or (customer_id,)."""
         c, m = LedgerCustomer, MrrMovement
-        mrr = cast(func.coalesce(func.sum(m.delta_reporting), 0), BigInteger)
+        # Aggregate the ledger alone (its (account, customer_id, ...) index gives the
+        # groups in order), then join the customers: no sort of the joined rows.
+        rows = select(
+            m.customer_id,
+            func.sum(m.delta_reporting).label("mrr"),
+            func.max(m.day).label("last_day"),
+        ).where(m.account == account, m.reporting_currency == reporting.lower())
+        if search:
+            # Here too, so that a search aggregates only the customers it finds.
+            rows = rows.where(_contains(m.customer_id, search))
+        per_customer = rows.group_by(m.customer_id).subquery()
+        mrr = cast(func.coalesce(per_customer.c.mrr, 0), BigInteger)
         stmt = (
             select(
                 c.customer_id,
                 c.first_mrr_day,
                 mrr.label("mrr"),
-                func.max(m.day).label("last_day"),
+                per_customer.c.last_day,
             )
-            .outerjoin(
-                m,
-                and_(
-                    m.account == c.account,
-                    m.customer_id == c.customer_id,
-                    m.reporting_currency == reporting.lower(),
-                ),
-            )
+            .outerjoin(per_customer, per_customer.c.customer_id == c.customer_id)
             .where(c.account == account)
-            .group_by(c.customer_id, c.first_mrr_day)
         )
         if search:
-            stmt = stmt.where(func.lower(c.customer_id).contains(search.lower(), autoescape=True))
+            stmt = stmt.where(_contains(c.customer_id, search))
         if active is not None:
-            stmt = stmt.having(mrr > 0 if active else mrr <= 0)
+            stmt = stmt.where(mrr > 0 if active else mrr <= 0)
         if sort is CustomerSort.customer_id:
             if after is not None:
                 stmt = stmt.where(c.customer_id > after[0])
@@ -120,18 +128,21 @@ class LedgerRepository:
             desc = sort is CustomerSort.mrr_desc
             if after is not None:
                 beyond = mrr < after[0] if desc else mrr > after[0]
-                stmt = stmt.having(or_(beyond, and_(mrr == after[0], c.customer_id > after[1])))
+                stmt = stmt.where(or_(beyond, and_(mrr == after[0], c.customer_id > after[1])))
             stmt = stmt.order_by(mrr.desc() if desc else mrr, c.customer_id)
         if limit is not None:
             stmt = stmt.limit(limit)
         return self.session.execute(stmt).all()
 
-    def movements_of(self, account: str, customer_ids: Sequence[str]) -> Sequence[MrrMovement]:
-        """Every ledger row of these customers, oldest first."""
-        return self.session.scalars(
-            select(MrrMovement)
-            .where(MrrMovement.account == account, MrrMovement.customer_id.in_(customer_ids))
-            .order_by(MrrMovement.customer_id, MrrMovement.day, MrrMovement.id)
+    def latest_per_currency(self, account: str, customer_ids: Sequence[str]) -> Sequence[Any]:
+        """(customer_id, currency, to_mrr, movement) of these customers' ledger rows,
+        oldest first: the last row per currency is its MRR now. Columns, not ORM rows:
+        a CSV of every customer reads them all."""
+        m = MrrMovement
+        return self.session.execute(
+            select(m.customer_id, m.currency, m.to_mrr, m.movement)
+            .where(m.account == account, m.customer_id.in_(customer_ids))
+            .order_by(m.customer_id, m.day, m.id)
         ).all()
 
     def count_movements(self) -> int:

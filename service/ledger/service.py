@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from service.kit import pagination
 from service.kit.errors import invalid_parameter
 from service.ledger.fx import FxQuote, check_quotes
-from service.ledger.models import MrrMovement, SubscriptionState
+from service.ledger.models import Movement, MrrMovement, SubscriptionState
 from service.ledger.repository import LedgerRepository
 from service.ledger.schemas import (
     CustomerOut,
@@ -133,10 +133,12 @@ def _summaries(
 ) -> list[CustomerSummaryOut]:
     ids = [r.customer_id for r in rows]
     native: dict[str, dict[str, int]] = {}
-    last: dict[str, MrrMovement] = {}
-    for m in repo.movements_of(account, ids) if ids else ():
-        native.setdefault(m.customer_id, {})[m.currency] = m.to_mrr
-        last[m.customer_id] = m
+    last: dict[str, Movement] = {}
+    for customer_id, currency, to_mrr, movement in (
+        repo.latest_per_currency(account, ids) if ids else ()
+    ):
+        native.setdefault(customer_id, {})[currency] = to_mrr
+        last[customer_id] = movement
     return [
         CustomerSummaryOut(
             customer_id=r.customer_id,
@@ -147,7 +149,7 @@ def _summaries(
             ],
             first_mrr_day=r.first_mrr_day,
             last_movement_day=r.last_day,
-            last_movement=last[r.customer_id].movement if r.customer_id in last else None,
+            last_movement=last.get(r.customer_id),
         )
         for r in rows
     ]
@@ -194,25 +196,17 @@ def all_customers(
     cursor: str | None,
     chunk: int = CSV_CHUNK,
 ) -> Iterator[CustomerSummaryOut]:
-    """Every matching customer from `cursor` on (CSV), read in keyset chunks."""
+    """Every matching customer from `cursor` on (CSV): one pass of the ordering query
+    (which aggregates the whole ledger, so never once per chunk), the per-currency
+    amounts read `chunk` customers at a time."""
     repo = LedgerRepository(session)
     reporting = options.reporting_currency.lower()
-    after = _after(sort, cursor)
-    while True:
-        rows = repo.customer_summaries(
-            account, reporting, search=search, sort=sort, active=active, after=after,
-            limit=chunk,
-        )  # fmt: skip
-        summaries = _summaries(repo, account, reporting, rows)
-        yield from summaries
-        if len(rows) < chunk:
-            return
-        last = summaries[-1]
-        after = (
-            (last.customer_id,)
-            if sort is CustomerSort.customer_id
-            else (last.mrr.amount, last.customer_id)
-        )
+    rows = repo.customer_summaries(
+        account, reporting, search=search, sort=sort, active=active,
+        after=_after(sort, cursor), limit=None,
+    )  # fmt: skip
+    for i in range(0, len(rows), chunk):
+        yield from _summaries(repo, account, reporting, rows[i : i + chunk])
 
 
 def subscription_detail(

@@ -181,6 +181,7 @@ class TestSignIn:
 class TestViews:
     def test_every_view_loads_at_desktop_and_phone_width(self, page, live):
         sign_in(page, live)
+        charts = 0
         for view in VIEWS:
             open_view(page, live, view)
             # Every chart's card says how fresh it is, and CSV links are the /v1 URL.
@@ -189,7 +190,12 @@ class TestViews:
             ):
                 assert href.startswith("/v1/") and "format=csv" in href, href
             assert page.locator(".as-of").count() >= 1
+            chart = "section.card:has(svg.chart, table.heatmap)"
+            charts += page.locator(chart).count()
+            assert page.locator(f"{chart}:not(:has(a.csv))").count() == 0, view
+            assert page.locator(f"{chart}:not(:has(.as-of))").count() == 0, view
             screenshot(page, f"{view}-1280")
+        assert charts >= 10  # the checks above were not about nothing
         page.set_viewport_size({"width": 390, "height": 844})
         for view in VIEWS:
             open_view(page, live, view)
@@ -441,3 +447,20 @@ class TestWhenTheApiFails:
         page.wait_for_selector("main[data-loaded='customers']")
         assert page.is_hidden("#banner")
         assert page.locator("#customers-table tbody tr").count() > 0
+
+    def test_503_on_the_first_load_is_retried(self, page, live):
+        page.goto(f"{live.base}/dashboard")
+        page.evaluate(f"sessionStorage.setItem('churn-ledger.api-key', '{API_KEY}')")
+
+        def unavailable() -> Iterator[Any]:
+            raise OperationalError("SELECT 1", {}, Exception("database is restarting"))
+            yield
+
+        live.app.dependency_overrides[get_session] = unavailable
+        page.reload()
+        page.wait_for_selector("#banner:not([hidden])")
+        assert "503" in page.inner_text("#banner")
+        live.app.dependency_overrides.clear()
+        page.click("#banner button")
+        page.wait_for_selector("main[data-loaded='overview']")
+        assert page.locator("#mrr-table tbody tr").count() > 0

@@ -226,6 +226,7 @@ async function churn() {
     { value: answer.churn_high_above, label: `high > ${F.percent(answer.churn_high_above, 0)}`, cls: "t-high" },
   ] : [];
   const negative = rows.filter((r) => r.negative_churn);
+  const churnCsv = csvUrl("/v1/metrics/churn", metricParams());
   return [
     h("h1", {}, "Churn"),
     negative.length ? h("p", { class: "callout good", id: "negative-churn" },
@@ -233,7 +234,7 @@ async function churn() {
         answer.interval)).join(", ")}: expansion and reactivation outgrew churn and contraction.`)
       : null,
     h("div", { class: "grid" },
-      card("Customer churn", { answer, csv: csvUrl("/v1/metrics/churn", metricParams()),
+      card("Customer churn", { answer, csv: churnCsv,
         id: "card-customer-churn",
         note: monthly
           ? "Bars: customers lost ÷ customers at start. Lines: the good/high thresholds (on the monthly rate). Select a bar for the customers who churned."
@@ -247,27 +248,27 @@ async function churn() {
             onSelect: () => drill({ type: "churn", start: r.period_start, end: r.period_end }),
             describe: `${F.period(r.period_start, answer.interval)}: ${F.percent(r.customer_churn_rate)} customer churn, ${r.customers_lost} customers; show them`,
           })) })),
-      card("Gross and net MRR churn", { answer, id: "card-mrr-churn",
+      card("Gross and net MRR churn", { answer, id: "card-mrr-churn", csv: churnCsv,
         note: "Net below 0 is negative churn." },
         legend([{ name: "Gross MRR churn", cls: "s-gross" }, { name: "Net MRR churn", cls: "s-net" }]),
         lineChart({ title: "Gross and net MRR churn rate", labels, format: pct, series: [
           { name: "Gross", cls: "s-gross", values: rows.map((r) => r.gross_mrr_churn_rate) },
           { name: "Net", cls: "s-net", values: rows.map((r) => r.net_mrr_churn_rate) },
         ] })),
-      card("NRR and GRR", { answer, id: "card-retention" },
+      card("NRR and GRR", { answer, id: "card-retention", csv: churnCsv },
         legend([{ name: "NRR", cls: "s-nrr" }, { name: "GRR", cls: "s-grr" }]),
         lineChart({ title: "Net and gross revenue retention", labels, format: pct,
           thresholds: [{ value: 1, label: "100%", cls: "t-ref" }], series: [
             { name: "NRR", cls: "s-nrr", values: rows.map((r) => r.nrr) },
             { name: "GRR", cls: "s-grr", values: rows.map((r) => r.grr) },
           ] })),
-      card("Quick ratio", { answer, id: "card-quick",
+      card("Quick ratio", { answer, id: "card-quick", csv: churnCsv,
         note: "(new + expansion + reactivation) ÷ (churn + contraction); above 1 MRR grows." },
         barChart({ title: "Quick ratio per period", format: (v) => F.ratio(v, 1),
           thresholds: [{ value: 1, label: "1", cls: "t-ref" }, { value: 4, label: "4", cls: "t-good" }],
           bars: rows.map((r) => ({ label: F.period(r.period_start, answer.interval),
             segments: [{ name: "Quick ratio", cls: "s-quick", value: r.quick_ratio ?? 0 }] })) }))),
-    card("Per period", { answer, id: "card-churn-table" },
+    card("Per period", { answer, id: "card-churn-table", csv: churnCsv },
       table([
         { label: "Period", cell: (r) => F.period(r.period_start, answer.interval), key: "period" },
         { label: "Customers at start", cell: (r) => F.count(r.customers_start), num: true, key: "customers_start" },
@@ -378,7 +379,8 @@ async function reasons() {
             segments: REASONS.map((r) => ({ name: r.name, cls: r.cls, value: p.sums[r.key] ?? 0 })),
             onSelect: () => drill({ type: "churn", start: p.start, end: p.end }),
           })) })),
-      card("By Stripe feedback", { answer, id: "card-feedback" },
+      card("By Stripe feedback", { answer, id: "card-feedback",
+        csv: csvUrl("/v1/metrics/churn-reasons", metricParams()) },
         table([
           { label: "Reason", cell: (f) => f.reason, key: "reason" },
           { label: "Feedback", cell: (f) => f.feedback ?? "—", key: "feedback" },
@@ -417,13 +419,15 @@ async function payments() {
           { name: "By count", cls: "s-count", values: rows.map((r) => r.recovery_rate_by_count) },
           { name: "By amount", cls: "s-amount", values: rows.map((r) => r.recovery_rate_by_amount) },
         ] })),
-      card("Time to recover", { answer: recovery, id: "card-time" },
+      card("Time to recover", { answer: recovery, id: "card-time",
+        csv: csvUrl("/v1/metrics/recovery", window) },
         legend([{ name: "Median", cls: "s-median" }, { name: "90th percentile", cls: "s-p90" }]),
         lineChart({ title: "Time to recover (days)", labels, format: (v) => `${v.toFixed(0)} d`, series: [
           { name: "Median", cls: "s-median", values: rows.map((r) => r.median_time_to_recover_s === null ? null : r.median_time_to_recover_s / 86400) },
           { name: "p90", cls: "s-p90", values: rows.map((r) => r.p90_time_to_recover_s === null ? null : r.p90_time_to_recover_s / 86400) },
         ] }))),
-    card("Per period", { answer: recovery, id: "card-recovery-table" },
+    card("Per period", { answer: recovery, id: "card-recovery-table",
+      csv: csvUrl("/v1/metrics/recovery", window) },
       table([
         { label: "Period", cell: (r) => F.period(r.period_start, recovery.interval), key: "period" },
         { label: "Failed", cell: (r) => F.count(r.failed_invoices), num: true, key: "failed_invoices" },
@@ -532,13 +536,15 @@ async function customers(query) {
 async function customer(id) {
   const c = await get(`/v1/customers/${encodeURIComponent(id)}`);
   const currencies = [...new Set(c.history.map((p) => p.mrr.currency))].sort();
-  const days = c.history.map((p) => p.day);
-  const charts = currencies.map((cur) => lineChart({
-    title: `MRR history (${cur.toUpperCase()})`, labels: days,
-    format: (v) => F.money(Math.round(v), cur),
-    series: [{ name: `MRR ${cur.toUpperCase()}`, cls: "s-mrr",
-      values: c.history.map((p) => (p.mrr.currency === cur ? p.mrr.amount : null)) }],
-  }));
+  const charts = currencies.map((cur) => {
+    const points = c.history.filter((p) => p.mrr.currency === cur);
+    return lineChart({
+      title: `MRR history (${cur.toUpperCase()}), at each ledger day`, step: true,
+      labels: points.map((p) => p.day), format: (v) => F.money(Math.round(v), cur),
+      series: [{ name: `MRR ${cur.toUpperCase()}`, cls: "s-mrr",
+        values: points.map((p) => p.mrr.amount) }],
+    });
+  });
   return [
     h("p", {}, h("a", { href: "#/customers" }, "← Customers")),
     h("h1", {}, `Customer ${c.customer_id}`),
@@ -550,6 +556,7 @@ async function customer(id) {
     card("MRR history", { answer: c, id: "card-history",
       csv: csvUrl("/v1/movements", { customer: c.customer_id, limit: 1000 }) }, ...charts),
     card("Ledger rows", { answer: c, id: "card-ledger",
+      csv: csvUrl("/v1/movements", { customer: c.customer_id, limit: 1000 }),
       note: "Each row is one day on which the customer's MRR changed, with the Stripe events behind it." },
       table([
         { label: "Day", cell: (m) => m.day, key: "day" },
@@ -600,7 +607,7 @@ async function movements(query) {
 
 const VIEWS = { overview, churn, cohorts, reasons, payments, customers, customer, invoice, movements };
 const FILTERED = new Set(["overview", "churn", "cohorts", "reasons", "payments"]);
-let ready = null; // the filter options and default window, once per sign-in
+let ready = false; // the filter options and default window: loaded once per sign-in
 let generation = 0;
 
 function banner(message, kind = "error") {
@@ -618,7 +625,7 @@ function banner(message, kind = "error") {
 
 function showSignIn(message) {
   session.clear();
-  ready = null;
+  ready = false;
   $("#nav").hidden = true;
   $("#filters").hidden = true;
   $("#sign-out").hidden = true;
@@ -666,11 +673,12 @@ async function route() {
   main.setAttribute("aria-busy", "true");
   main.dataset.view = view;
   try {
-    ready ??= (async () => {
+    if (!ready) {
+      // Not cached as a promise: after a failure (a 503) the retry asks again.
       await defaultWindow();
       await loadFilterOptions();
-    })();
-    await ready;
+      ready = true;
+    }
     if (FILTERED.has(view)) {
       for (const name of ["interval", "start", "end", "segment"]) {
         if (query.has(name)) filters[name] = query.get(name);
@@ -686,7 +694,6 @@ async function route() {
     main.dataset.loaded = view;
   } catch (error) {
     if (mine !== generation) return;
-    ready = error instanceof ApiError && error.status !== 401 ? ready : null;
     if (!(error instanceof ApiError) || error.status !== 401) {
       main.replaceChildren(h("p", { class: "empty" }, "This view could not be loaded."));
       main.dataset.loaded = "error";

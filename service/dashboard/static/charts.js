@@ -73,7 +73,9 @@ function drawThresholds(chart, thresholds) {
 }
 
 // series: [{name, cls, values: [number|null]}], one value per label.
-export function lineChart({ title, labels, series, format, thresholds }) {
+// step: the value holds until the next point (MRR between ledger days), drawn flat then
+// vertical instead of a slope no customer ever paid.
+export function lineChart({ title, labels, series, format, thresholds, step = false }) {
   const values = series.flatMap((s) => s.values).concat((thresholds ?? []).map((t) => t.value));
   const chart = frame(labels, values, format, title);
   drawThresholds(chart, thresholds);
@@ -81,7 +83,9 @@ export function lineChart({ title, labels, series, format, thresholds }) {
     let path = "";
     s.values.forEach((v, i) => {
       if (v === null || v === undefined) return;
-      path += `${path && s.values[i - 1] !== null && s.values[i - 1] !== undefined ? "L" : "M"}${chart.x(i)},${chart.y(v)}`;
+      const joined = path && s.values[i - 1] !== null && s.values[i - 1] !== undefined;
+      if (joined && step) path += `H${chart.x(i)}V${chart.y(v)}`;
+      else path += `${joined ? "L" : "M"}${chart.x(i)},${chart.y(v)}`;
     });
     chart.root.append(svg("path", { d: path, class: `line ${s.cls}` }));
     s.values.forEach((v, i) => {

@@ -85,7 +85,6 @@ def seed(base: str, settings: Settings, *, customers: int, months: int, seed_: i
     """A simulated Stripe account delivered as signed webhooks to the live server, the
     ledger projected by its worker, then the metric tables computed (`jobs run`)."""
     sim = simulate(customers=customers, months=months, seed=seed_)
-    auth = {"Authorization": f"Bearer {API_KEY}"}
     with httpx.Client(base_url=base, timeout=30) as http:
         rates = [{"currency": c, "day": "2000-01-01", "rate": r} for c, r in DEMO_RATES.items()]
         writer = {"Authorization": f"Bearer {WRITE_KEY}"}  # rates need a write-scoped key

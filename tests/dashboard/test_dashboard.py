@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from service.app import create_app
 from service.db import get_session
-from service.kit.auth import get_settings_from_app
+from service.settings import Settings
 from tests.conftest import API_KEY
 from tests.dashboard.browser import (
     chromium,
@@ -419,13 +419,17 @@ class TestViews:
 class TestWhenTheApiFails:
     def test_401_goes_back_to_sign_in(self, page, live):
         sign_in(page, live)
-        other = live.app.state.settings.model_copy(update={"api_keys": []})
-        live.app.dependency_overrides[get_settings_from_app] = lambda: other  # keys revoked
-        open_view_failed = page.goto(f"{live.base}/dashboard#/churn")
-        del open_view_failed
-        page.wait_for_selector("#sign-in:not([hidden])")
-        assert "401" in page.inner_text("#sign-in-error")
-        assert page.evaluate("sessionStorage.length") == 0
+        saved = live.app.state.settings
+        # Keys revoked where both the request guard and the routes read them: the app's
+        # settings (validated anew, so that no parsed key list is carried over).
+        live.app.state.settings = Settings.model_validate({**saved.model_dump(), "api_keys": []})
+        try:
+            page.goto(f"{live.base}/dashboard#/churn")
+            page.wait_for_selector("#sign-in:not([hidden])")
+            assert "401" in page.inner_text("#sign-in-error")
+            assert page.evaluate("sessionStorage.length") == 0
+        finally:
+            live.app.state.settings = saved
         screenshot(page, "signed-out-401")
 
     def test_503_shows_a_message_and_recovers(self, page, live):

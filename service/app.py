@@ -26,7 +26,7 @@ from service.ledger.endpoints import router as ledger_router
 from service.metrics.endpoints import router as metrics_router
 from service.ops.endpoints import router as ops_router
 from service.payments.endpoints import router as payments_router
-from service.payments.sender import AlertSender
+from service.payments.sender import AlertSender, OutboxJanitor
 from service.projector.worker import ProjectorProcess, ProjectorWorker, batch_for
 from service.settings import Settings, get_settings
 from service.sync.collector import DriftCollector
@@ -75,16 +75,22 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             worker.start()
             worker.wake()  # drain whatever a previous run left queued
         app.state.projector = worker
-        # None when ALERT_WEBHOOK_URL is unset.
+        # None when ALERT_WEBHOOK_URL is unset: a janitor then keeps the outbox bounded.
         alerts = AlertSender.from_settings(app.state.sessionmaker, settings)
+        janitor = None
         if alerts is not None:
             alerts.start()
+        else:
+            janitor = OutboxJanitor.from_settings(app.state.sessionmaker, settings)
+            janitor.start()
         app.state.alert_sender = alerts
         try:
             yield
         finally:
             if alerts is not None:
                 alerts.stop()
+            if janitor is not None:
+                janitor.stop()
             app.state.event_writer.stop()  # what was acknowledged is committed already
             if worker is not None:
                 app.state.event_stored_hooks.remove(worker.wake)

@@ -92,7 +92,6 @@ def serve(
     from service.kit.telemetry import configure_logging, logging_config
 
     settings = get_settings()
-    configure_logging(settings.log_level)
     engine = create_db_engine(settings.database_url)
     if run_migrations:
         upgrade(engine)
@@ -100,6 +99,9 @@ def serve(
         _require_migrated(engine)
     finally:
         engine.dispose()
+    # Only once the server is going to run: a refusal is one line on stderr, and the
+    # process's logging is left as it was.
+    configure_logging(settings.log_level)
     if not settings.stripe_webhook_secrets:
         console.print(
             "[yellow]STRIPE_WEBHOOK_SECRETS is empty: every webhook will be refused[/yellow]"

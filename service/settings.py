@@ -151,6 +151,14 @@ class Settings(BaseSettings):
     alert_max_age_hours: int = Field(
         72, ge=1, description="Alerts about older transitions (backfills) are not sent"
     )
+    alert_settle_s: int = Field(
+        120,
+        ge=0,
+        description=(
+            "An alert waits this long before it is sent, and is then sent only if the"
+            " episode still shows it: out-of-order deliveries within it never send a false alert"
+        ),
+    )
 
     def ledger_options(self) -> LedgerOptions:
         return LedgerOptions(

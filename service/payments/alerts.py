@@ -45,6 +45,9 @@ class AlertConfig:
     backoff_cap_s: float = 3600.0
     max_attempts: int = 20  # about 11 hours of retries with the defaults
     lease_s: float = 60.0  # a claimed alert is another sender's again after this
+    # Held this long after it is written before it may be sent (ALERT_SETTLE_S): the
+    # events of one invoice that arrive within it are all projected first.
+    settle_s: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertConfig | None:
@@ -56,6 +59,7 @@ class AlertConfig:
             reporting_currency=settings.reporting_currency.lower(),
             mrr_at_risk_threshold=settings.mrr_at_risk_threshold,
             max_age_s=settings.alert_max_age_hours * 3600,
+            settle_s=settings.alert_settle_s,
         )
 
     def backoff_ms(self, attempts: int) -> int:

@@ -181,15 +181,21 @@ class AlertRepository:
         )
         return result.rowcount or 0
 
-    def claim_due(self, now_ms: int, limit: int, lease_ms: int) -> list[PaymentAlert]:
+    def claim_due(
+        self, now_ms: int, limit: int, lease_ms: int, settled_before: datetime | None = None
+    ) -> list[PaymentAlert]:
         """Due alerts, leased: another sender skips them until the lease runs out (and
-        retries them then, if this one died mid-send: at-least-once delivery)."""
+        retries them then, if this one died mid-send: at-least-once delivery). Only those
+        enqueued before `settled_before`: events delivered out of order within that while
+        are all projected before anything is sent about them."""
+        settled = [] if settled_before is None else [PaymentAlert.created_at < settled_before]
         alerts = list(
             self.session.scalars(
                 select(PaymentAlert)
                 .where(
                     PaymentAlert.status == AlertStatus.pending,
                     PaymentAlert.next_attempt_ms <= now_ms,
+                    *settled,
                 )
                 .order_by(PaymentAlert.next_attempt_ms, PaymentAlert.id)
                 .limit(limit)
@@ -201,6 +207,45 @@ class AlertRepository:
             alert.next_attempt_ms = now_ms + lease_ms
         self.session.flush()
         return alerts
+
+    def retract_unsettled(self, alerts: list[PaymentAlert]) -> list[PaymentAlert]:
+        """The alerts the episodes still show now; the others are expired unsent.
+
+        An alert is written by the projection that saw its transition, from the events
+        stored then: delivered out of order, an invoice can look lost (or recovered)
+        before its later events arrive. What is sent is checked against the episode as it
+        stands, so any delivery order sends what in-order delivery sends."""
+        episode_alerts = [a for a in alerts if a.type.startswith("payment_episode.")]
+        if not episode_alerts:
+            return alerts
+        outcome: dict[tuple[str, str], Outcome] = {}
+        for account in {a.account for a in episode_alerts}:
+            invoices = [
+                a.dedup_key.partition(":")[2] for a in episode_alerts if a.account == account
+            ]
+            for chunk in chunks(invoices):
+                for invoice_id, found in self.session.execute(
+                    select(PaymentEpisode.invoice_id, PaymentEpisode.outcome).where(
+                        PaymentEpisode.account == account, PaymentEpisode.invoice_id.in_(chunk)
+                    )
+                ):
+                    outcome[(account, invoice_id)] = found
+        kept: list[PaymentAlert] = []
+        for alert in alerts:
+            if alert.type.startswith("payment_episode."):
+                now = outcome.get((alert.account, alert.dedup_key.partition(":")[2]))
+                wanted = {
+                    "payment_episode.opened": now is not None,
+                    "payment_episode.recovered": now is Outcome.recovered,
+                    "payment_episode.lost": now is Outcome.lost,
+                }.get(alert.type, True)
+                if not wanted:
+                    alert.status = AlertStatus.expired
+                    alert.last_error = f"retracted: the episode is {now.value if now else 'gone'}"
+                    continue
+            kept.append(alert)
+        self.session.flush()
+        return kept
 
     def delivered(self, alert_id: int, at: datetime) -> None:
         self.session.execute(

@@ -25,6 +25,7 @@ from service.payments.alerts import (
     alert_id,
     check_mrr_at_risk,
 )
+from service.payments.models import PaymentAlert
 from service.payments.repository import AlertRepository
 from service.settings import Settings
 
@@ -62,6 +63,18 @@ def _post(client: httpx.Client, config: AlertConfig, ident: str, body: bytes) ->
     return f"HTTP {response.status_code}"
 
 
+def claim_settled(
+    session: Session, config: AlertConfig, now_ms: int, limit: int
+) -> list[PaymentAlert]:
+    """The due alerts written at least `settle_s` ago that the episodes still show (the
+    others are retracted unsent), leased to this sender. Flushes only."""
+    repo = AlertRepository(session)
+    # Wall-clock time, as `created_at` is (`now_ms` may be a test's or a job's clock).
+    settled_before = datetime.now(UTC) - timedelta(seconds=config.settle_s)
+    claimed = repo.claim_due(now_ms, limit, int(config.lease_s * 1000), settled_before)
+    return repo.retract_unsettled(claimed)
+
+
 def deliver_due(
     factory: sessionmaker[Session],
     config: AlertConfig,
@@ -78,7 +91,7 @@ def deliver_due(
         report.expired = repo.expire_stale(now_ms // 1000 - config.max_age_s)
         claimed = [
             (a.id, alert_id(a.account, a.dedup_key), alert_body(a), a.attempts)
-            for a in repo.claim_due(now_ms, limit, int(config.lease_s * 1000))
+            for a in claim_settled(session, config, now_ms, limit)
         ]
         session.commit()
     for row_id, ident, body, attempts in claimed:
@@ -179,3 +192,50 @@ class AlertSender:
                 log.exception("alert pass failed")
             self._wake.wait(self._poll_s)
             self._wake.clear()
+
+
+class OutboxJanitor:
+    """With no ALERT_WEBHOOK_URL nothing is ever sent, yet projections still write alerts:
+    a thread that expires what is past ALERT_MAX_AGE_HOURS and deletes expired rows, so
+    the outbox stays bounded (what a sender would do, without sending)."""
+
+    def __init__(
+        self, factory: sessionmaker[Session], max_age_s: int, *, every_s: float = 3600.0
+    ) -> None:
+        self._factory = factory
+        self._max_age_s = max_age_s
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, factory: sessionmaker[Session], settings: Settings) -> OutboxJanitor:
+        return cls(factory, settings.alert_max_age_hours * 3600)
+
+    def run_once(self, now: datetime | None = None) -> int:
+        """Expire, then delete every expired or delivered row; how many were deleted."""
+        now = now or datetime.now(UTC)
+        with self._factory() as session:
+            repo = AlertRepository(session)
+            repo.expire_stale(int(now.timestamp()) - self._max_age_s)
+            # Nobody reads an unsent outbox's history: no RETENTION here.
+            deleted = repo.prune(now + timedelta(seconds=1))
+            session.commit()
+        return deleted
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="alert-janitor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("alert janitor pass failed")  # the database may be away
+            self._stop.wait(self._every_s)

@@ -239,8 +239,45 @@ class TestSender:
             reporting_currency="usd",
             mrr_at_risk_threshold=100000,
             max_age_s=72 * 3600,
+            settle_s=120,
         )
 
     def test_url_without_secret_is_refused(self, fresh_database: Database):
         with pytest.raises(ValidationError, match="ALERT_WEBHOOK_SECRET"):
             make_settings(fresh_database.url, alert_webhook_url="https://example.com/hook")
+
+
+class TestOutboxWithoutSender:
+    def test_janitor_expires_and_deletes_old_alerts(self, factory):
+        from service.payments.sender import OutboxJanitor
+
+        project(factory, recovered)  # transitions of 2025: long past ALERT_MAX_AGE_HOURS
+        assert len(statuses(factory)) == 2
+        assert OutboxJanitor(factory, 72 * 3600).run_once() == 2
+        assert statuses(factory) == []
+
+    def test_recent_alerts_stay_until_they_are_old(self, factory):
+        from datetime import UTC, datetime, timedelta
+
+        from service.payments.sender import OutboxJanitor
+
+        project(factory, recovered)
+        soon_after = datetime.fromtimestamp(PAID, UTC) + timedelta(hours=1)
+        assert OutboxJanitor(factory, 72 * 3600).run_once(now=soon_after) == 0
+        assert [s[1] for s in statuses(factory)] == [AlertStatus.pending] * 2
+
+    def test_app_without_url_runs_the_janitor(self, fresh_database: Database):
+        from fastapi.testclient import TestClient
+
+        from service.app import create_app
+
+        factory = make_sessionmaker(fresh_database.engine)
+        project(factory, recovered)
+        app = create_app(
+            make_settings(fresh_database.url, projector_enabled=False), fresh_database.engine
+        )
+        with TestClient(app):
+            deadline = time.monotonic() + 20
+            while statuses(factory) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert statuses(factory) == []

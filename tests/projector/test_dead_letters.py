@@ -4,6 +4,8 @@ both engines; replaying puts it back."""
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,6 +17,9 @@ from tests.factories import item, price_payload
 from tests.ledger.scenario import NOW, Scenario, d, day
 
 OPTIONS = LedgerOptions(max_attempts=3)
+# Customer ids of this module only: PostgreSQL advisory locks are database-wide, and a
+# test of another schema holding "cus_1" would make the drain skip ours.
+CUS1, CUS2 = f"cus_dl1{uuid.uuid4().hex[:8]}", f"cus_dl2{uuid.uuid4().hex[:8]}"
 POISON = 10**25  # unit_amount: MRR past BIGINT, refused by both engines
 
 
@@ -29,13 +34,13 @@ def drain(session: Session, rounds: int = 6) -> int:
 def poisoned(session: Session) -> Scenario:
     """cus_1: created (1000), then a poison update, then a valid update to 3000."""
     s = Scenario(session, OPTIONS)
-    s.sub("created", day(0), items=[item(price_payload(unit_amount=1000))])
+    s.sub("created", day(0), customer=CUS1, items=[item(price_payload(unit_amount=1000))])
     s.store()
     drain(session)
     s.events.clear()
-    s.sub("updated", day(5), items=[item(price_payload(unit_amount=POISON))])
-    s.sub("updated", day(10), items=[item(price_payload(unit_amount=3000))])
-    s.sub("created", day(1), id="sub_2", customer="cus_2",
+    s.sub("updated", day(5), customer=CUS1, items=[item(price_payload(unit_amount=POISON))])
+    s.sub("updated", day(10), customer=CUS1, items=[item(price_payload(unit_amount=3000))])
+    s.sub("created", day(1), id="sub_2", customer=CUS2,
           items=[item(price_payload(unit_amount=500))])  # fmt: skip
     s.store()
     return s
@@ -48,14 +53,14 @@ class TestDeadLetters:
         dead = db_session.scalars(select(QueuedEvent).where(QueuedEvent.dead_at.is_not(None)))
         dead = list(dead)
         assert len(dead) == 1
-        assert dead[0].customer_id == "cus_1" and dead[0].last_error
+        assert dead[0].customer_id == CUS1 and dead[0].last_error
         # One line naming the cause, without the statement or its parameters.
         assert "INSERT" not in dead[0].last_error and "[SQL" not in dead[0].last_error
         assert "range" in dead[0].last_error or "too large" in dead[0].last_error
         # The valid later update of cus_1 counts; the other customer never waited.
         assert s.subscription_mrr() == 3000
-        assert s.rows("cus_2") == [(d(1), "new", 0, 500, "usd")]
-        assert [r[1:4] for r in s.rows("cus_1")] == [("new", 0, 1000), ("expansion", 1000, 3000)]
+        assert s.rows(CUS2) == [(d(1), "new", 0, 500, "usd")]
+        assert [r[1:4] for r in s.rows(CUS1)] == [("new", 0, 1000), ("expansion", 1000, 3000)]
         repo = StripeEventRepository(db_session)
         assert repo.count_unhandled() == 0  # a dead letter is no backlog
         assert repo.count_dead() == {"": 1}
@@ -107,7 +112,7 @@ class TestVisible:
         assert body["total"] == 1
         (letter,) = body["data"]
         assert (letter["customer_id"], letter["type"], letter["attempts"]) == (
-            "cus_1",
+            CUS1,
             "customer.subscription.updated",
             OPTIONS.max_attempts,
         )
@@ -162,7 +167,7 @@ class TestReplayCommand:
         finally:
             get_settings.cache_clear()
         assert listed.exit_code == 0, listed.output
-        assert "cus_1" in listed.output and "1 dead letter(s)" in listed.output
+        assert CUS1 in listed.output and "1 dead letter(s)" in listed.output
         assert replayed.exit_code == 0 and "requeued 1" in replayed.output
         with Session(fresh_database.engine) as session:
             repo = StripeEventRepository(session)
@@ -173,12 +178,17 @@ class TestQuantityPast64Bits:
     def test_is_refused_not_read_as_one(self, db_session: Session):
         # orjson reads 2**64 + 5 as a float: it used to count as "no quantity", billed as 1.
         s = Scenario(db_session, OPTIONS)
-        s.sub("created", day(0), items=[item(price_payload(unit_amount=1000), 2**64 + 5)])
-        s.sub("created", day(0), id="sub_2", customer="cus_2",
+        s.sub(
+            "created",
+            day(0),
+            customer=CUS1,
+            items=[item(price_payload(unit_amount=1000), 2**64 + 5)],
+        )
+        s.sub("created", day(0), id="sub_2", customer=CUS2,
               items=[item(price_payload(unit_amount=700), 2)])  # fmt: skip
         s.store()
         drain(db_session)
         (row,) = StripeEventRepository(db_session).dead_letters(None, 10)
-        assert row.customer_id == "cus_1" and "quantity" in row.last_error
-        assert s.rows("cus_1") == []
-        assert s.rows("cus_2") == [(d(0), "new", 0, 1400, "usd")]
+        assert row.customer_id == CUS1 and "quantity" in row.last_error
+        assert s.rows(CUS1) == []
+        assert s.rows(CUS2) == [(d(0), "new", 0, 1400, "usd")]

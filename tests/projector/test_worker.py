@@ -155,10 +155,6 @@ class TestConcurrentProjectors:
         # Many customers, each with several changes, drained by two `churn-ledger worker`
         # processes at once: the ledger must equal a rebuild of the same store.
         factory = make_sessionmaker(fresh_database.engine)
-        store(factory, [
-            sub_event(c * 10 + seats, f"cus_{c:03d}", seats, created=T0 + seats * 86_400)
-            for c in range(60) for seats in range(1, 5)
-        ])  # fmt: skip
         env = dict(os.environ, DATABASE_URL=fresh_database.url, LOG_LEVEL="WARNING")
         workers = [
             subprocess.Popen(
@@ -171,6 +167,15 @@ class TestConcurrentProjectors:
             for _ in range(2)
         ]
         try:
+            # Both up before there is work: a worker stopped while still starting would
+            # die of the signal, and one that started late would have nothing to compete for.
+            for w in workers:
+                assert w.stderr is not None
+                assert b"projector running" in w.stderr.readline()
+            store(factory, [
+                sub_event(c * 10 + seats, f"cus_{c:03d}", seats, created=T0 + seats * 86_400)
+                for c in range(60) for seats in range(1, 5)
+            ])  # fmt: skip
 
             def drained() -> bool:
                 with factory() as s:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -84,30 +85,30 @@ def _check(
     return spec
 
 
-# async too: pure computation, and every /v1 read would otherwise pay a threadpool hop.
-async def require_api_key(
-    request: Request,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> ApiKeySpec:
-    return _check(request, settings, credentials, KeyScope.read)
+def _requirement(scope: KeyScope, bearer: HTTPBearer) -> Callable[..., Awaitable[ApiKeySpec]]:
+    """The dependency that admits keys of `scope` or wider; `bearer` names the scheme the
+    OpenAPI spec shows for it."""
+
+    # async: pure computation, and every /v1 request would otherwise pay a threadpool hop.
+    async def require(
+        request: Request,
+        settings: SettingsDep,
+        credentials: HTTPAuthorizationCredentials | None,
+    ) -> ApiKeySpec:
+        return _check(request, settings, credentials, scope)
+
+    # The module's postponed annotations would leave `bearer` a name FastAPI cannot resolve
+    # (it is this closure's, not the module's): give the parameter its real type.
+    require.__annotations__["credentials"] = Annotated[
+        HTTPAuthorizationCredentials | None, Depends(bearer)
+    ]
+    require.__name__ = f"require_{scope}_key"
+    return require
 
 
-async def require_write_key(
-    request: Request,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_write_bearer)],
-) -> ApiKeySpec:
-    return _check(request, settings, credentials, KeyScope.write)
-
-
-async def require_admin_key(
-    request: Request,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
-) -> ApiKeySpec:
-    return _check(request, settings, credentials, KeyScope.admin)
-
+require_api_key = _requirement(KeyScope.read, _bearer)
+require_write_key = _requirement(KeyScope.write, _write_bearer)
+require_admin_key = _requirement(KeyScope.admin, _admin_bearer)
 
 ApiKeyDep = Annotated[ApiKeySpec, Depends(require_api_key)]
 WriteKeyDep = Annotated[ApiKeySpec, Depends(require_write_key)]

@@ -141,3 +141,19 @@ def get_session(request: Request) -> Iterator[Session]:
 # scope="function": commit before the response is sent, so a 2xx means committed and a
 # failed commit still becomes an error answer (Stripe then retries).
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_stream_session(request: Request) -> Iterator[Session]:
+    """A read-only session that lives until the response is sent: a streamed export reads
+    its rows while the body is written, after the route has returned. Nothing to commit;
+    rolled back and closed at the end."""
+    session: Session = request.app.state.sessionmaker()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+# scope="request": the exit runs once the (streamed) response has been sent.
+StreamSessionDep = Annotated[Session, Depends(get_stream_session, scope="request")]

@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service.app import create_app
-from service.db import create_db_engine, get_session, upgrade
+from service.db import create_db_engine, get_session, get_stream_session, upgrade
 from service.settings import Settings
 from service.webhooks.dependencies import get_event_writer
 from service.webhooks.repository import StripeEventRepository
@@ -170,6 +170,7 @@ def app(settings: Settings, engine: Engine, db_session: Session) -> FastAPI:
             raise
 
     application.dependency_overrides[get_session] = _session
+    application.dependency_overrides[get_stream_session] = lambda: db_session
     application.dependency_overrides[get_event_writer] = lambda: SessionEventWriter(db_session)
     return application
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import Response
 
-from service.db import SessionDep
+from service.db import SessionDep, StreamSessionDep
 from service.kit.auth import ApiKeyDep, SettingsDep, WriteKeyDep
-from service.kit.csv import cell, csv_response
+from service.kit.csv import cell, csv_stream
 from service.kit.errors import ApiError, ErrorResponse
 from service.kit.params import PRINTABLE, AccountQuery
 from service.ledger import service
@@ -23,6 +23,8 @@ from service.ledger.schemas import (
     FxRatesIn,
     FxRatesOut,
     SubscriptionDetailOut,
+    SubscriptionOut,
+    SubscriptionsPage,
 )
 
 router = APIRouter(prefix="/v1", tags=["ledger"], responses={401: {"model": ErrorResponse}})
@@ -37,6 +39,12 @@ CUSTOMER_COLUMNS = (
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
 }
+
+
+def _wants_csv(request: Request, format_: str | None) -> bool:
+    if format_ is not None:
+        return format_ == "csv"
+    return "text/csv" in request.headers.get("accept", "")
 
 
 def _customer_row(c: CustomerSummaryOut) -> tuple[Any, ...]:
@@ -55,12 +63,12 @@ def _customer_row(c: CustomerSummaryOut) -> tuple[Any, ...]:
     "currency, the sum of the customer's ledger rows' `delta_reporting`, so a page adds up "
     "as /v1/metrics/mrr does. Cursor pagination: pass `next_cursor` back as `cursor` (with "
     "the same `sort`) while `has_more`. CSV (`format=csv` or `Accept: text/csv`) answers "
-    "every matching customer from `cursor` on (no `limit`).",
+    "every matching customer from `cursor` on (no `limit`), streamed, as `customers.csv`.",
     responses={**CSV_RESPONSE, 422: {"model": ErrorResponse}},
 )
 def list_customers(
     request: Request,
-    session: SessionDep,
+    session: StreamSessionDep,
     settings: SettingsDep,
     _key: ApiKeyDep,
     account: AccountQuery = "",
@@ -86,18 +94,14 @@ def list_customers(
     ] = None,
 ) -> Any:
     options = settings.ledger_options()
-    wants_csv = (
-        format_ == "csv" if format_ is not None else "text/csv" in request.headers.get("accept", "")
-    )
-    if wants_csv:
+    if _wants_csv(request, format_):
         rows = service.all_customers(
             session, options, account, search=q, sort=sort, active=active, cursor=cursor
         )
-        answer: Response = csv_response(
-            CUSTOMER_COLUMNS, map(_customer_row, rows), filename="customers.csv"
-        )
-        answer.headers["X-As-Of"] = cell(service.as_of(session, account))
-        return answer
+        return csv_stream(
+            CUSTOMER_COLUMNS, map(_customer_row, rows), filename="customers.csv",
+            headers={"X-As-Of": cell(service.as_of(session, account))},
+        )  # fmt: skip
     return service.list_customers(
         session, options, account, search=q, sort=sort, active=active, cursor=cursor,
         limit=limit,
@@ -117,6 +121,61 @@ def get_customer(
     if found is None:
         raise ApiError(404, "not_found", f"no customer {customer_id!r} in the ledger")
     return found
+
+
+SUBSCRIPTION_COLUMNS = (
+    "subscription_id", "customer_id", "status", "mrr", "mrr_display", "currency", "plan",
+    "billing_interval", "cancel_at_period_end", "started_at", "ended_at", "last_event_id",
+    "metadata",
+)  # fmt: skip
+
+
+def _subscription_row(s: SubscriptionOut) -> tuple[Any, ...]:
+    return (
+        s.subscription_id, s.customer_id, s.status, s.mrr.amount, s.mrr.display,
+        s.mrr.currency, s.plan, s.billing_interval, s.cancel_at_period_end, s.started_at,
+        s.ended_at, s.last_event_id, json.dumps(s.metadata, sort_keys=True) if s.metadata else None,
+    )  # fmt: skip
+
+
+@router.get(
+    "/subscriptions",
+    response_model=SubscriptionsPage,
+    summary="Subscriptions with their current MRR and state, cursor pages (JSON or CSV)",
+    description="Live ledger. Ordered by subscription id; pass `next_cursor` back as "
+    "`cursor` while `has_more`. MRR is in the subscription's own currency. CSV "
+    "(`format=csv` or `Accept: text/csv`) streams every matching subscription from "
+    "`cursor` on (no `limit`), as `subscriptions.csv`; `metadata` is a JSON object there.",
+    responses={**CSV_RESPONSE, 422: {"model": ErrorResponse}},
+)
+def list_subscriptions(
+    request: Request,
+    session: StreamSessionDep,
+    _key: ApiKeyDep,
+    account: AccountQuery = "",
+    customer: Annotated[str | None, Query(min_length=1, max_length=255, pattern=PRINTABLE)] = None,
+    status: Annotated[
+        str | None,
+        Query(min_length=1, max_length=32, pattern=PRINTABLE, description="Stripe status"),
+    ] = None,
+    plan: Annotated[
+        str | None, Query(min_length=1, max_length=255, pattern=PRINTABLE, description="Price id")
+    ] = None,
+    cursor: Annotated[str | None, Query(max_length=1000, pattern=PRINTABLE)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    format_: Annotated[
+        Literal["json", "csv"] | None,
+        Query(alias="format", description="`csv` for BI tools (or send `Accept: text/csv`)"),
+    ] = None,
+) -> Any:
+    f = service.SubscriptionFilter(account, customer, status, plan)
+    if _wants_csv(request, format_):
+        rows = service.all_subscriptions(session, f, cursor)
+        return csv_stream(
+            SUBSCRIPTION_COLUMNS, map(_subscription_row, rows), filename="subscriptions.csv",
+            headers={"X-As-Of": cell(service.as_of(session, account))},
+        )  # fmt: skip
+    return service.list_subscriptions(session, f, cursor, limit)
 
 
 @router.get(

@@ -54,6 +54,29 @@ class LedgerRepository:
             .order_by(SubscriptionState.subscription_id)
         ).all()
 
+    def subscriptions_page(
+        self,
+        account: str,
+        *,
+        customer_id: str | None,
+        status: str | None,
+        plan: str | None,
+        after: str | None,
+        limit: int,
+    ) -> Sequence[SubscriptionState]:
+        """Subscriptions in id order after the keyset `after` (its primary key's order)."""
+        t = SubscriptionState
+        stmt = select(t).where(t.account == account)
+        if customer_id is not None:
+            stmt = stmt.where(t.customer_id == customer_id)
+        if status is not None:
+            stmt = stmt.where(t.status == status)
+        if plan is not None:
+            stmt = stmt.where(t.plan == plan)
+        if after is not None:
+            stmt = stmt.where(t.subscription_id > after)
+        return self.session.scalars(stmt.order_by(t.subscription_id).limit(limit)).all()
+
     def subscription(self, account: str, subscription_id: str) -> SubscriptionState | None:
         return self.session.get(SubscriptionState, (account, subscription_id))
 

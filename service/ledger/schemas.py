@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 from service.kit.money import display
+from service.kit.time import UtcDateTime
 from service.ledger.models import ChurnReason, Movement
 
 CurrencyCode = Annotated[
@@ -64,8 +65,8 @@ class SubscriptionOut(BaseModel):
     plan: str | None
     billing_interval: str | None
     cancel_at_period_end: bool
-    started_at: int | None
-    ended_at: int | None
+    started_at: UtcDateTime | None = Field(description="Stripe `start_date`")
+    ended_at: UtcDateTime | None
     last_event_id: str
     metadata: dict[str, str]
 
@@ -78,7 +79,7 @@ class WarningOut(BaseModel):
 
 class CustomerOut(BaseModel):
     account: str
-    as_of: datetime | None = Field(
+    as_of: UtcDateTime | None = Field(
         description="Stripe `created` of the newest projected event (null: none yet)"
     )
     customer_id: str
@@ -110,7 +111,7 @@ class CustomerSummaryOut(BaseModel):
 
 class CustomersPage(BaseModel):
     account: str
-    as_of: datetime | None = Field(
+    as_of: UtcDateTime | None = Field(
         description="Stripe `created` of the newest projected event (null: none yet)"
     )
     reporting_currency: str
@@ -120,8 +121,18 @@ class CustomersPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
 
 
+class SubscriptionsPage(BaseModel):
+    account: str
+    as_of: UtcDateTime | None = Field(
+        description="Stripe `created` of the newest projected event (null: none yet)"
+    )
+    data: list[SubscriptionOut] = Field(description="Ordered by subscription_id")
+    has_more: bool
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
+
+
 class SubscriptionChangeOut(BaseModel):
-    at: datetime
+    at: UtcDateTime
     day: date
     mrr: Money
     status: str

@@ -4,6 +4,7 @@ the caller's edge commits."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ from service.ledger.schemas import (
     SubscriptionChangeOut,
     SubscriptionDetailOut,
     SubscriptionOut,
+    SubscriptionsPage,
     WarningOut,
 )
 from service.settings import LedgerOptions
@@ -58,6 +60,10 @@ def movement_out(m: MrrMovement) -> MovementOut:
     )
 
 
+def _ts(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
 def _subscription_out(s: SubscriptionState) -> SubscriptionOut:
     return SubscriptionOut(
         subscription_id=s.subscription_id,
@@ -67,8 +73,8 @@ def _subscription_out(s: SubscriptionState) -> SubscriptionOut:
         plan=s.plan,
         billing_interval=s.billing_interval,
         cancel_at_period_end=s.cancel_at_period_end,
-        started_at=s.started_at,
-        ended_at=s.ended_at,
+        started_at=_ts(s.started_at),
+        ended_at=_ts(s.ended_at),
         last_event_id=s.last_event_id,
         metadata=s.metadata_,
     )
@@ -201,12 +207,75 @@ def all_customers(
     amounts read `chunk` customers at a time."""
     repo = LedgerRepository(session)
     reporting = options.reporting_currency.lower()
-    rows = repo.customer_summaries(
-        account, reporting, search=search, sort=sort, active=active,
-        after=_after(sort, cursor), limit=None,
+    after = _after(sort, cursor)  # here, not in the generator: a bad cursor is a 422
+
+    def rows() -> Iterator[CustomerSummaryOut]:
+        found = repo.customer_summaries(
+            account, reporting, search=search, sort=sort, active=active, after=after,
+            limit=None,
+        )  # fmt: skip
+        for i in range(0, len(found), chunk):
+            yield from _summaries(repo, account, reporting, found[i : i + chunk])
+
+    return rows()
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionFilter:
+    account: str = ""
+    customer_id: str | None = None
+    status: str | None = None
+    plan: str | None = None
+
+
+def _subscription_after(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        (after,) = pagination.decode_cursor(cursor, str)
+    except pagination.InvalidCursor as exc:
+        raise invalid_parameter("cursor", str(exc)) from None
+    return after
+
+
+def list_subscriptions(
+    session: Session, f: SubscriptionFilter, cursor: str | None, limit: int
+) -> SubscriptionsPage:
+    rows = LedgerRepository(session).subscriptions_page(
+        f.account, customer_id=f.customer_id, status=f.status, plan=f.plan,
+        after=_subscription_after(cursor), limit=limit + 1,
     )  # fmt: skip
-    for i in range(0, len(rows), chunk):
-        yield from _summaries(repo, account, reporting, rows[i : i + chunk])
+    more = len(rows) > limit
+    page = [_subscription_out(s) for s in rows[:limit]]
+    return SubscriptionsPage(
+        account=f.account,
+        as_of=as_of(session, f.account),
+        data=page,
+        has_more=more,
+        next_cursor=pagination.encode_cursor(page[-1].subscription_id) if more else None,
+    )
+
+
+def all_subscriptions(
+    session: Session, f: SubscriptionFilter, cursor: str | None, chunk: int = CSV_CHUNK
+) -> Iterator[SubscriptionOut]:
+    """Every matching subscription from `cursor` on, in keyset batches (CSV exports). The
+    cursor is checked at once (a 422 before the body starts), the rows read as written."""
+    first = _subscription_after(cursor)
+    repo = LedgerRepository(session)
+
+    def rows(after: str | None) -> Iterator[SubscriptionOut]:
+        while True:
+            batch = repo.subscriptions_page(
+                f.account, customer_id=f.customer_id, status=f.status, plan=f.plan,
+                after=after, limit=chunk,
+            )  # fmt: skip
+            yield from map(_subscription_out, batch)
+            if len(batch) < chunk:
+                return
+            after = batch[-1].subscription_id
+
+    return rows(first)
 
 
 def subscription_detail(

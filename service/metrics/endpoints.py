@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from service.db import SessionDep
+from service.db import SessionDep, StreamSessionDep
 from service.kit.auth import require_api_key
 from service.kit.errors import ErrorResponse
 from service.ledger.models import Movement
@@ -115,11 +115,13 @@ def get_churn_reasons(query: MetricsQueryDep, fmt: FormatDep, session: SessionDe
     response_model=MovementsPage,
     summary="The MRR ledger rows, oldest first, with the Stripe events behind each",
     description="Live ledger (not the precomputed tables). Cursor pagination: pass "
-    "`next_cursor` back as `cursor` while `has_more`.",
+    "`next_cursor` back as `cursor` while `has_more`. CSV (`format=csv` or `Accept: "
+    "text/csv`) streams every matching row from `cursor` on (no `limit`), as "
+    "`movements.csv`.",
     responses=CSV_RESPONSE,
 )
 def list_movements(
-    session: SessionDep,
+    session: StreamSessionDep,
     fmt: FormatDep,
     account: Account = "",
     start: Annotated[date | None, Query(description="First day, inclusive")] = None,
@@ -132,8 +134,11 @@ def list_movements(
     cursor: Annotated[str | None, Query(max_length=200, pattern=TEXT)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
-    page = service.ledger_rows(
+    if fmt == "csv":
+        f = service.LedgerFilter(account, start, end, type, customer, currency_code)
+        rows = service.all_ledger_rows(session, f, cursor)
+        return ledger_csv(rows, service.ledger_as_of(session, account))
+    return service.ledger_rows(
         session, account, start=start, end=end, movement=type, customer=customer,
         currency_code=currency_code, cursor=cursor, limit=limit,
     )  # fmt: skip
-    return ledger_csv(page) if fmt == "csv" else page

@@ -3,13 +3,16 @@ written by the kit's one CSV writer."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from itertools import chain
 from typing import Any
 
 from fastapi import Response
 from pydantic import BaseModel
 
-from service.kit.csv import cell, csv_response
+from service.kit.csv import cell, csv_response, csv_stream
+from service.ledger.models import MrrMovement
 from service.ledger.schemas import Money
 from service.metrics.definitions import METRICS
 
@@ -72,16 +75,18 @@ LEDGER_COLUMNS = (
 )  # fmt: skip
 
 
-def ledger_csv(page: Any) -> Response:
-    rows = (
-        (
-            m.id, m.customer_id, m.day, m.movement.value, m.delta.currency,
-            m.from_mrr.amount, m.to_mrr.amount, m.delta.amount, m.reporting.currency,
-            m.reporting.fx_rate, m.reporting.from_mrr, m.reporting.to_mrr, m.reporting.delta,
-            m.churn_reason and m.churn_reason.value, m.churn_feedback, " ".join(m.event_ids),
-            " ".join(m.subscription_ids),
-        )
-        for m in page.data
+def _ledger_row(m: MrrMovement) -> tuple[Any, ...]:
+    return (
+        m.id, m.customer_id, m.day, m.movement.value, m.currency, m.from_mrr, m.to_mrr,
+        m.delta, m.reporting_currency, m.fx_rate, m.from_mrr_reporting, m.to_mrr_reporting,
+        m.delta_reporting, m.churn_reason and m.churn_reason.value, m.churn_feedback,
+        " ".join(m.event_ids), " ".join(m.subscription_ids),
     )  # fmt: skip
-    headers = {"X-As-Of": cell(page.as_of), "X-Next-Cursor": page.next_cursor or ""}
-    return csv_response(LEDGER_COLUMNS, rows, headers=headers)
+
+
+def ledger_csv(rows: Iterable[MrrMovement], as_of: datetime | None) -> Response:
+    """Every matching ledger row, streamed (`rows` reads them in keyset batches)."""
+    return csv_stream(
+        LEDGER_COLUMNS, map(_ledger_row, rows), filename="movements.csv",
+        headers={"X-As-Of": cell(as_of)},
+    )  # fmt: skip

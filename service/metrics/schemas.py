@@ -3,13 +3,14 @@ currency and a display string, rates as decimals, null when undefined."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from service.kit.periods import CalendarInterval
+from service.kit.time import UtcDateTime
 from service.ledger.schemas import Money, MovementOut
 from service.metrics.definitions import METRICS
 
@@ -30,11 +31,11 @@ class MetricsAnswer(BaseModel):
     start: date = Field(description="Start of the first period (rounded down to a period)")
     end: date = Field(description="End of the last period, exclusive (rounded up)")
     segment_by: SegmentBy | None
-    as_of: datetime | None = Field(
+    as_of: UtcDateTime | None = Field(
         description="Stripe `created` time of the newest event included; null when the "
         "metrics have never been computed or hold no events"
     )
-    refreshed_at: datetime | None = Field(description="When the metric tables were computed")
+    refreshed_at: UtcDateTime | None = Field(description="When the metric tables were computed")
     through: date | None = Field(description="Last UTC day the metric tables describe")
     stale: bool = Field(description="Ledger changes are waiting for the next refresh")
     unconverted_movements: int = Field(
@@ -149,7 +150,7 @@ class CohortsAnswer(MetricsAnswer):
 
 class MovementsPage(BaseModel):
     account: str
-    as_of: datetime | None = Field(description="Stripe `created` of the newest handled event")
+    as_of: UtcDateTime | None = Field(description="Stripe `created` of the newest handled event")
     data: list[MovementOut] = Field(description="Ledger rows ordered by (day, id)")
     has_more: bool
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from fractions import Fraction
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.kit import pagination
 from service.kit import periods as P
+from service.ledger.models import MrrMovement
 from service.ledger.service import movement_out
 from service.metrics.repository import MetricsRepository
 from service.metrics.schemas import (
@@ -250,6 +252,55 @@ def decode_cursor(cursor: str) -> tuple[date, int]:
     return day, row_id
 
 
+# A full export reads the ledger this many rows at a time (keyset, so each batch is an
+# index range scan however deep into the ledger it is).
+EXPORT_BATCH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerFilter:
+    account: str
+    start: date | None
+    end: date | None
+    movement: str | None
+    customer: str | None
+    currency_code: str | None
+
+
+def _ledger_batch(
+    repo: MetricsRepository, f: LedgerFilter, after: tuple[date, int] | None, limit: int
+) -> Sequence[MrrMovement]:
+    return repo.movements(
+        f.account, start=f.start, end=f.end, movement=f.movement, customer=f.customer,
+        currency_code=f.currency_code.lower() if f.currency_code else None, after=after,
+        limit=limit,
+    )  # fmt: skip
+
+
+def all_ledger_rows(
+    session: Session, f: LedgerFilter, cursor: str | None, batch: int = EXPORT_BATCH
+) -> Iterator[MrrMovement]:
+    """Every matching ledger row from `cursor` on, oldest first (CSV exports). The cursor
+    is checked at once (a 422 before the body starts), the rows read as written."""
+    repo = MetricsRepository(session)
+    first = decode_cursor(cursor) if cursor else None
+
+    def rows(after: tuple[date, int] | None) -> Iterator[MrrMovement]:
+        while True:
+            found = _ledger_batch(repo, f, after, batch)
+            yield from found
+            if len(found) < batch:
+                return
+            after = (found[-1].day, found[-1].id)
+
+    return rows(first)
+
+
+def ledger_as_of(session: Session, account: str) -> datetime | None:
+    newest = MetricsRepository(session).newest_handled_event(account)
+    return datetime.fromtimestamp(newest, UTC) if newest else None
+
+
 def ledger_rows(
     session: Session,
     account: str,
@@ -264,16 +315,12 @@ def ledger_rows(
 ) -> MovementsPage:
     repo = MetricsRepository(session)
     after = decode_cursor(cursor) if cursor else None
-    rows = repo.movements(
-        account, start=start, end=end, movement=movement, customer=customer,
-        currency_code=currency_code.lower() if currency_code else None, after=after,
-        limit=limit + 1,
-    )  # fmt: skip
+    f = LedgerFilter(account, start, end, movement, customer, currency_code)
+    rows = _ledger_batch(repo, f, after, limit + 1)
     page, more = rows[:limit], len(rows) > limit
-    newest = repo.newest_handled_event(account)
     return MovementsPage(
         account=account,
-        as_of=datetime.fromtimestamp(newest, UTC) if newest else None,
+        as_of=ledger_as_of(session, account),
         data=[movement_out(m) for m in page],
         has_more=more,
         next_cursor=encode_cursor(page[-1].day, page[-1].id) if more else None,

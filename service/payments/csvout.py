@@ -55,7 +55,17 @@ def columns(cls: type[BaseModel]) -> list[str]:
     return names
 
 
+def _rows(models: Iterable[BaseModel], header: list[str]) -> Iterable[list[Any]]:
+    return ([row.get(name) for name in header] for row in map(flatten, models))
+
+
 def csv_response(models: Iterable[BaseModel], cls: type[BaseModel], filename: str) -> Response:
     header = columns(cls)
-    rows = ([row.get(name) for name in header] for row in map(flatten, models))
-    return csv.csv_response(header, rows, filename=filename)
+    return csv.csv_response(header, _rows(models, header), filename=filename)
+
+
+def csv_stream(models: Iterable[BaseModel], cls: type[BaseModel], filename: str) -> Response:
+    """Every row of a list, written while it is read (the route's session must be a
+    `StreamSessionDep`)."""
+    header = columns(cls)
+    return csv.csv_stream(header, _rows(models, header), filename=filename)

@@ -7,14 +7,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 
-from service.db import SessionDep
+from service.db import SessionDep, StreamSessionDep
 from service.kit.auth import ApiKeyDep, SettingsDep
 from service.kit.errors import ApiError, ErrorResponse
 from service.kit.params import PRINTABLE, AccountQuery, check_day_bounds
 from service.kit.periods import Interval, floor
 from service.kit.time import now_ts, utc_day
 from service.payments import service
-from service.payments.csvout import CSV_RESPONSE, csv_response, wants_csv
+from service.payments.csvout import CSV_RESPONSE, csv_response, csv_stream, wants_csv
 from service.payments.models import Outcome
 from service.payments.report import recovery_report
 from service.payments.schemas import (
@@ -45,12 +45,13 @@ def _check_range(start: date | None, end: date | None) -> None:
     "/failed-payments",
     response_model=EpisodePage,
     summary="Failed-payment episodes, newest first, with cursor pagination (JSON or CSV)",
-    description="CSV answers every matching episode from `cursor` on (no `limit`).",
+    description="CSV streams every matching episode from `cursor` on (no `limit`), as "
+    "`failed-payments.csv`.",
     responses={**CSV_RESPONSE, 400: {"model": ErrorResponse}},
 )
 def list_failed_payments(
     request: Request,
-    session: SessionDep,
+    session: StreamSessionDep,
     _key: ApiKeyDep,
     account: AccountQuery = "",
     status: Annotated[Outcome | None, Query(description="Outcome: open, recovered, lost")] = None,
@@ -65,7 +66,7 @@ def list_failed_payments(
     f = service.EpisodeFilter(account, status, customer, start, end)
     if wants_csv(request, format_):
         rows = service.all_episodes(session, f, cursor)
-        return csv_response(rows, EpisodeOut, "failed-payments.csv")
+        return csv_stream(rows, EpisodeOut, "failed-payments.csv")
     return service.list_episodes(session, f, cursor, limit)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BaseModel, Field, PlainSerializer
 
 from service.kit.periods import Interval
+from service.kit.time import UtcDateTime
 from service.ledger.schemas import Money
 from service.payments.models import LostReason, Outcome
 
@@ -27,17 +28,17 @@ class EpisodeOut(BaseModel):
     subscription_id: str | None
     amount_due: Money
     attempts: int = Field(description="Payment attempts so far, the successful one included")
-    first_failure_at: datetime = Field(description="The episode's start")
-    last_failure_at: datetime
-    next_retry_at: datetime | None = Field(description="Stripe's next automatic retry")
+    first_failure_at: UtcDateTime = Field(description="The episode's start")
+    last_failure_at: UtcDateTime
+    next_retry_at: UtcDateTime | None = Field(description="Stripe's next automatic retry")
     decline_code: str | None = Field(description="From the latest linked failed charge")
     failure_message: str | None
     billing_reason: str | None
     action_required: bool = Field(description="Stripe asked for customer authentication")
     outcome: Outcome
     lost_reason: LostReason | None
-    recovered_at: datetime | None
-    closed_at: datetime | None = Field(description="When it stopped being open")
+    recovered_at: UtcDateTime | None
+    closed_at: UtcDateTime | None = Field(description="When it stopped being open")
     time_to_recover_s: int | None = Field(description="recovered_at − first_failure_at")
     recovered_on_attempt: int | None
 
@@ -45,7 +46,7 @@ class EpisodeOut(BaseModel):
 class EpisodeEventOut(BaseModel):
     event_id: str
     type: str
-    created: datetime
+    created: UtcDateTime
 
 
 class EpisodeDetailOut(EpisodeOut):
@@ -110,5 +111,5 @@ class RecoveryOut(BaseModel):
     interval: Interval
     start: date = Field(description="The first period's start")
     end: date = Field(description="The last period's end (exclusive)")
-    as_of: datetime | None = Field(description="Newest projected event included")
+    as_of: UtcDateTime | None = Field(description="Newest projected event included")
     periods: list[RecoveryPeriod]

@@ -111,14 +111,19 @@ def list_episodes(
 def all_episodes(
     session: Session, f: EpisodeFilter, cursor: str | None, batch: int = 1000
 ) -> Iterator[EpisodeOut]:
-    """Every matching episode from `cursor` on, in keyset batches (CSV exports)."""
-    after = decode_cursor(cursor) if cursor else None
-    while True:
-        rows = _page(session, f, after, batch)
-        yield from (episode_out(r) for r in rows)
-        if len(rows) < batch:
-            return
-        after = (rows[-1].first_failure_at, rows[-1].invoice_id)
+    """Every matching episode from `cursor` on, in keyset batches (CSV exports). The
+    cursor is checked at once (a 4xx before the body starts), the rows read as written."""
+    first = decode_cursor(cursor) if cursor else None
+
+    def rows(after: tuple[int, str] | None) -> Iterator[EpisodeOut]:
+        while True:
+            found = _page(session, f, after, batch)
+            yield from (episode_out(r) for r in found)
+            if len(found) < batch:
+                return
+            after = (found[-1].first_failure_at, found[-1].invoice_id)
+
+    return rows(first)
 
 
 def episode_detail(session: Session, account: str, invoice_id: str) -> EpisodeDetailOut | None:

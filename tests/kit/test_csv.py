@@ -14,7 +14,8 @@ from service.kit.csv import cell, csv_response
     ("value", "text"),
     [(None, ""), (True, "true"), (False, "false"), (0, "0"), (-2500, "-2500"),
      (-1e-06, "-1e-06"), (Decimal("-0.5"), "-0.5"), (date(2025, 1, 2), "2025-01-02"),
-     (datetime(2025, 1, 2, tzinfo=UTC), "2025-01-02T00:00:00+00:00"), ("-80.00", "-80.00"),
+     (datetime(2025, 1, 2, tzinfo=UTC), "2025-01-02T00:00:00Z"),
+     (datetime(2025, 1, 2, 3), "2025-01-02T03:00:00Z"), ("-80.00", "-80.00"),
      ("-3", "-3"), ("cus_1", "cus_1"), ("", "")],
 )  # fmt: skip
 def test_values(value: object, text: str):

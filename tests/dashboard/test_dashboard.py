@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 from service.app import create_app
-from service.db import get_session
+from service.db import get_session, get_stream_session
 from service.settings import Settings
 from tests.conftest import API_KEY
 from tests.dashboard.browser import (
@@ -439,7 +439,9 @@ class TestWhenTheApiFails:
             raise OperationalError("SELECT 1", {}, Exception("database is restarting"))
             yield  # a generator, as the real session dependency
 
+        # Lists read through the streaming session (their CSV outlives the route): both.
         live.app.dependency_overrides[get_session] = unavailable
+        live.app.dependency_overrides[get_stream_session] = unavailable
         page.evaluate("delete document.querySelector('main').dataset.loaded")
         page.goto(f"{live.base}/dashboard#/customers")
         page.wait_for_selector("#banner:not([hidden])")
@@ -460,7 +462,9 @@ class TestWhenTheApiFails:
             raise OperationalError("SELECT 1", {}, Exception("database is restarting"))
             yield
 
+        # Lists read through the streaming session (their CSV outlives the route): both.
         live.app.dependency_overrides[get_session] = unavailable
+        live.app.dependency_overrides[get_stream_session] = unavailable
         page.reload()
         page.wait_for_selector("#banner:not([hidden])")
         assert "503" in page.inner_text("#banner")

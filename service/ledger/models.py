@@ -9,7 +9,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Index, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Index, String, Text, false
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -45,6 +45,9 @@ class LedgerCustomer(Base):
     # effect without any event; the worker re-projects the customer then.
     next_change_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
     projected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The stored projection can be gone on from by incremental projection (set by a full
+    # one when no event of the customer lies ahead of its clock and none failed a payment).
+    incremental: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class SubscriptionState(Base):
@@ -65,6 +68,9 @@ class SubscriptionState(Base):
     started_at: Mapped[int | None] = mapped_column(BigInteger)
     ended_at: Mapped[int | None] = mapped_column(BigInteger)
     last_event_id: Mapped[str] = mapped_column(String(255))
+    # Where the walk through its snapshots stands, for incremental projection.
+    past_due_since: Mapped[int | None] = mapped_column(BigInteger)
+    next_change_at: Mapped[int | None] = mapped_column(BigInteger)
     # JSON (not a native type) so that SQLite and PostgreSQL behave alike.
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
 
@@ -75,7 +81,7 @@ class SubscriptionMrrChange(Base):
     __tablename__ = "subscription_mrr_changes"
     __table_args__ = (
         Index("ix_subscription_mrr_changes_sub", "account", "subscription_id", "at"),
-        Index("ix_subscription_mrr_changes_customer", "account", "customer_id"),
+        Index("ix_subscription_mrr_changes_customer", "account", "customer_id", "at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -89,6 +95,10 @@ class SubscriptionMrrChange(Base):
     status: Mapped[str] = mapped_column(String(32))
     cause: Mapped[str] = mapped_column(String(32))
     event_id: Mapped[str] = mapped_column(String(255))
+    # A change to 0: its churn, which the day's ledger row takes when the day ends at 0.
+    churn_reason: Mapped[str | None] = mapped_column(String(16))
+    churn_feedback: Mapped[str | None] = mapped_column(String(64))
+    churn_comment: Mapped[str | None] = mapped_column(Text)
 
 
 class MrrMovement(Base):

@@ -85,6 +85,9 @@ class LedgerRow:
 class SubscriptionNow:
     snapshot: Snapshot
     mrr: int
+    # Where its walk stands, for incremental projection to go on from (`continue_subscription`).
+    past_due_since: int | None = None
+    next_change_at: int | None = None  # its next change with no new event, if known
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,15 +135,31 @@ def _discounts(events: Iterable[RawEvent]) -> dict[str, DiscountSnapshot]:
     return {k: v for k, (_, v) in latest.items()}
 
 
+def snapshot_of(event: RawEvent) -> Snapshot:
+    """A subscription event as the timeline orders it."""
+    sub = read_subscription(event.obj)
+    terminal = event.type == "customer.subscription.deleted" or sub.status in TERMINAL_STATUSES
+    return Snapshot(event.created, terminal, event.event_id, sub)
+
+
+def _no_id(event_id: str) -> Warning:
+    return Warning("no_subscription_id", event_id, "ignored")
+
+
+def _after_cancellation(sub_id: str, event_id: str) -> Warning:
+    return Warning(
+        "event_after_cancellation", event_id, f"{sub_id} was already canceled; snapshot ignored"
+    )
+
+
 def _snapshots(events: Iterable[RawEvent], warnings: list[Warning]) -> dict[str, list[Snapshot]]:
     by_sub: dict[str, list[Snapshot]] = defaultdict(list)
     for event in events:
-        sub = read_subscription(event.obj)
-        if sub.id is None:
-            warnings.append(Warning("no_subscription_id", event.event_id, "ignored"))
+        snap = snapshot_of(event)
+        if snap.sub.id is None:
+            warnings.append(_no_id(event.event_id))
             continue
-        terminal = event.type == "customer.subscription.deleted" or sub.status in TERMINAL_STATUSES
-        by_sub[sub.id].append(Snapshot(event.created, terminal, event.event_id, sub))
+        by_sub[snap.sub.id].append(snap)
     ordered: dict[str, list[Snapshot]] = {}
     for sub_id, snaps in by_sub.items():
         snaps.sort(key=lambda s: s.order)
@@ -151,13 +170,7 @@ def _snapshots(events: Iterable[RawEvent], warnings: list[Warning]) -> dict[str,
             kept = snaps[: end + 1] + [s for s in snaps[end + 1 :] if s.terminal]
             for dropped in snaps[end + 1 :]:
                 if not dropped.terminal:
-                    warnings.append(
-                        Warning(
-                            "event_after_cancellation",
-                            dropped.event_id,
-                            f"{sub_id} was already canceled; snapshot ignored",
-                        )
-                    )
+                    warnings.append(_after_cancellation(sub_id, dropped.event_id))
             snaps = kept
         ordered[sub_id] = snaps
     return ordered
@@ -209,6 +222,16 @@ def _churn(snap: Snapshot, previous: Snapshot | None, cause: str, in_dunning: bo
     )
 
 
+@dataclass(slots=True)
+class _Run:
+    """Where one subscription's walk through its snapshots stands."""
+
+    value: tuple[int, str] = (0, "")  # (mrr, currency) of its latest point
+    past_due_since: int | None = None
+    current: SubscriptionNow | None = None
+    next_change_at: int | None = None
+
+
 def _subscription_points(
     sub_id: str,
     snaps: list[Snapshot],
@@ -218,81 +241,118 @@ def _subscription_points(
     projection: Projection,
     dunning: Sequence[DunningWindow] = (),
 ) -> None:
-    value = (0, "")
-    past_due_since: int | None = None
-    current: SubscriptionNow | None = None
+    run = _Run()
     for i, snap in enumerate(snaps):
         if snap.created > now:
             break
         window_end = snaps[i + 1].created if i + 1 < len(snaps) else None
-        if snap.sub.status == "past_due":
-            past_due_since = snap.created if past_due_since is None else past_due_since
-        else:
-            past_due_since = None
-        instants = [(snap.created, "event")]
-        extra = _time_breakpoints(snap, discounts)
-        if grace_s is not None and past_due_since is not None:
-            extra.append((past_due_since + grace_s, "grace_ended"))
-        instants += sorted(
-            (t, c) for t, c in extra if t > snap.created and (window_end is None or t < window_end)
+        _snapshot_points(
+            sub_id, snap, snaps[i - 1] if i else None, window_end, discounts, now, grace_s,
+            dunning, run, projection,
+        )  # fmt: skip
+    if run.next_change_at is not None:
+        nxt = projection.next_change_at
+        projection.next_change_at = (
+            run.next_change_at if nxt is None else min(nxt, run.next_change_at)
         )
-        for at, cause in instants:
-            if at > now:
-                nxt = projection.next_change_at
-                projection.next_change_at = at if nxt is None else min(nxt, at)
-                break
-            counts = grace_s is None or past_due_since is None or at < past_due_since + grace_s
-            mrr = subscription_mrr(snap.sub, at, discounts, past_due_counts=counts)
-            new_value = (mrr, snap.sub.currency)
-            if new_value != value and not (mrr == 0 and value[0] == 0):
-                churn = None
-                if mrr == 0:
-                    previous = snaps[i - 1] if i else None
-                    churn = _churn(snap, previous, cause, _in_dunning(dunning, at))
-                projection.points.append(
-                    MrrPoint(
-                        at,
-                        sub_id,
-                        mrr,
-                        snap.sub.currency,
-                        snap.sub.status,
-                        cause,
-                        snap.event_id,
-                        churn,
-                    )
-                )
-                value = new_value
-            current = SubscriptionNow(snap, mrr)
-        for missing in sorted(missing_discount_ids(snap.sub, discounts)):
-            projection.warnings.append(
-                Warning(
-                    "discount_not_seen",
-                    missing,
-                    f"{sub_id} references discount {missing} with no coupon seen yet "
-                    f"(event {snap.event_id}); counted without it",
-                )
-            )
-        for item in unpriced_items(snap.sub):
-            projection.warnings.append(
-                Warning(
-                    "unpriced_item",
-                    item.id or sub_id,
-                    f"{sub_id} item {item.id} has no usable price in "
-                    f"{snap.sub.currency or 'its currency'} (event {snap.event_id})",
-                )
-            )
-    if current is not None:
-        projection.subscriptions[sub_id] = current
+    if run.current is not None:
+        projection.subscriptions[sub_id] = dataclasses.replace(
+            run.current, next_change_at=run.next_change_at
+        )
 
 
-def _ledger_rows(points: list[MrrPoint]) -> list[LedgerRow]:
+def _snapshot_points(
+    sub_id: str,
+    snap: Snapshot,
+    previous: Snapshot | None,
+    window_end: int | None,
+    discounts: Mapping[str, DiscountSnapshot],
+    now: int,
+    grace_s: int | None,
+    dunning: Sequence[DunningWindow],
+    run: _Run,
+    projection: Projection,
+) -> None:
+    """The points of one snapshot over its window [created, window_end), and its
+    warnings; `run` carries the subscription's walk from the snapshot before."""
+    if snap.sub.status == "past_due":
+        run.past_due_since = snap.created if run.past_due_since is None else run.past_due_since
+    else:
+        run.past_due_since = None
+    past_due_since = run.past_due_since
+    instants = [(snap.created, "event")]
+    extra = _time_breakpoints(snap, discounts)
+    if grace_s is not None and past_due_since is not None:
+        extra.append((past_due_since + grace_s, "grace_ended"))
+    instants += sorted(
+        (t, c) for t, c in extra if t > snap.created and (window_end is None or t < window_end)
+    )
+    for at, cause in instants:
+        if at > now:
+            nxt = run.next_change_at
+            run.next_change_at = at if nxt is None else min(nxt, at)
+            break
+        counts = grace_s is None or past_due_since is None or at < past_due_since + grace_s
+        mrr = subscription_mrr(snap.sub, at, discounts, past_due_counts=counts)
+        new_value = (mrr, snap.sub.currency)
+        if new_value != run.value and not (mrr == 0 and run.value[0] == 0):
+            churn = None
+            if mrr == 0:
+                churn = _churn(snap, previous, cause, _in_dunning(dunning, at))
+            projection.points.append(
+                MrrPoint(
+                    at, sub_id, mrr, snap.sub.currency, snap.sub.status, cause, snap.event_id, churn
+                )
+            )
+            run.value = new_value
+        run.current = SubscriptionNow(snap, mrr, past_due_since)
+    for missing in sorted(missing_discount_ids(snap.sub, discounts)):
+        projection.warnings.append(
+            Warning(
+                "discount_not_seen",
+                missing,
+                f"{sub_id} references discount {missing} with no coupon seen yet "
+                f"(event {snap.event_id}); counted without it",
+            )
+        )
+    for item in unpriced_items(snap.sub):
+        projection.warnings.append(
+            Warning(
+                "unpriced_item",
+                item.id or sub_id,
+                f"{sub_id} item {item.id} has no usable price in "
+                f"{snap.sub.currency or 'its currency'} (event {snap.event_id})",
+            )
+        )
+
+
+@dataclass
+class LedgerStart:
+    """The ledger walk as it stands at the start of a day: each subscription's latest
+    point before it (those with points from that day on suffice), the MRR per currency,
+    and whether the customer ever had MRR."""
+
+    sub_value: dict[str, MrrPoint] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+    had_mrr: bool = False
+
+
+def ledger_rows(points: list[MrrPoint], start: LedgerStart | None = None) -> list[LedgerRow]:
+    """The ledger rows of these points (all of a customer's, or all from one day on,
+    with `start` as the walk stood at that day): points of one instant and subscription
+    in the order they were made."""
+    return _ledger_rows(points, start)
+
+
+def _ledger_rows(points: list[MrrPoint], start: LedgerStart | None = None) -> list[LedgerRow]:
     by_day: dict[date, list[MrrPoint]] = defaultdict(list)
     for p in sorted(points, key=lambda p: (p.at, p.subscription_id)):
         by_day[utc_day(p.at)].append(p)
 
-    sub_value: dict[str, MrrPoint] = {}
-    totals: dict[str, int] = defaultdict(int)
-    had_mrr = False
+    start = start or LedgerStart()
+    sub_value: dict[str, MrrPoint] = dict(start.sub_value)
+    totals: dict[str, int] = defaultdict(int, start.totals)
+    had_mrr = start.had_mrr
     rows: list[LedgerRow] = []
     for day in sorted(by_day):
         before = dict(totals)
@@ -373,3 +433,63 @@ def project(
         )
     projection.rows = _ledger_rows(projection.points)
     return projection
+
+
+# --- going on from a stored projection (incremental projection) ---------------------------
+
+
+def new_snapshots(
+    sub_id: str, last: Snapshot | None, events: Iterable[RawEvent]
+) -> tuple[list[Snapshot], list[Warning]]:
+    """The snapshots of new events of one subscription, all ordered after `last` (its
+    latest kept snapshot, if any), that the timeline keeps, and the warnings of those it
+    drops: `_snapshots` for a history that only grows at its end."""
+    snaps = sorted((snapshot_of(e) for e in events), key=lambda s: s.order)
+    ended = last is not None and last.terminal
+    kept: list[Snapshot] = []
+    warnings: list[Warning] = []
+    for snap in snaps:
+        if ended and not snap.terminal:
+            warnings.append(_after_cancellation(sub_id, snap.event_id))
+            continue
+        kept.append(snap)
+        ended = ended or snap.terminal
+    return kept, warnings
+
+
+def continue_subscription(
+    sub_id: str,
+    last: Snapshot | None,
+    last_past_due_since: int | None,
+    value: tuple[int, str],
+    kept: list[Snapshot],
+    discounts: Mapping[str, DiscountSnapshot],
+    *,
+    now: int,
+    past_due_grace_days: int | None = None,
+) -> Projection:
+    """One subscription's points, warnings and state from its new snapshots `kept` (from
+    `new_snapshots`, created up to `now`) on, as `project` makes them: `last` is its
+    latest snapshot before (whose points from `kept[0].created` on, other than its event's
+    own, the caller has dropped), `value` its (mrr, currency) after its remaining points.
+    No payment in dunning (the caller recomputes a customer that has any)."""
+    projection = Projection()
+    grace_s = None if past_due_grace_days is None else past_due_grace_days * DAY_S
+    run = _Run(value=value, past_due_since=last_past_due_since)
+    for i, snap in enumerate(kept):
+        window_end = kept[i + 1].created if i + 1 < len(kept) else None
+        previous = kept[i - 1] if i else last
+        _snapshot_points(
+            sub_id, snap, previous, window_end, discounts, now, grace_s, (), run, projection
+        )
+    if run.current is not None:
+        projection.subscriptions[sub_id] = dataclasses.replace(
+            run.current, next_change_at=run.next_change_at
+        )
+    projection.next_change_at = run.next_change_at
+    return projection
+
+
+def discounts_of(events: Iterable[RawEvent]) -> dict[str, DiscountSnapshot]:
+    """The discounts `project` resolves ids with, from a customer's discount events."""
+    return _discounts(events)

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Protocol
 from service.kit.time import utc_day
 from service.ledger.fx import FxTable
 from service.ledger.mrr import billing_interval, plan_key
-from service.ledger.timeline import Projection, project
+from service.ledger.timeline import MrrPoint, Projection, project
 from service.payments.alerts import episode_alerts
 from service.payments.episodes import (
     Episode,
@@ -92,6 +92,8 @@ class CustomerRows:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     first_mrr_day: date | None = None
     next_change_at: int | None = None
+    # Whether incremental projection can go on from these rows (`ledger_customers`).
+    incremental: bool = False
 
 
 def state_rows(account: str, customer_id: str, projection: Projection) -> list[dict[str, Any]]:
@@ -110,27 +112,33 @@ def state_rows(account: str, customer_id: str, projection: Projection) -> list[d
             "ended_at": cur.snapshot.sub.ended_at,
             "last_event_id": cur.snapshot.event_id,
             "metadata": dict(cur.snapshot.sub.metadata),
+            "past_due_since": cur.past_due_since,
+            "next_change_at": cur.next_change_at,
         }
         for sub_id, cur in projection.subscriptions.items()
     ]
 
 
 def change_rows(account: str, customer_id: str, projection: Projection) -> list[dict[str, Any]]:
-    return [
-        {
-            "account": account,
-            "subscription_id": p.subscription_id,
-            "customer_id": customer_id,
-            "at": p.at,
-            "day": utc_day(p.at),
-            "mrr": p.mrr,
-            "currency": p.currency,
-            "status": p.status,
-            "cause": p.cause,
-            "event_id": p.event_id,
-        }
-        for p in projection.points
-    ]
+    return [change_row(account, customer_id, p) for p in projection.points]
+
+
+def change_row(account: str, customer_id: str, p: MrrPoint) -> dict[str, Any]:
+    return {
+        "account": account,
+        "subscription_id": p.subscription_id,
+        "customer_id": customer_id,
+        "at": p.at,
+        "day": utc_day(p.at),
+        "mrr": p.mrr,
+        "currency": p.currency,
+        "status": p.status,
+        "cause": p.cause,
+        "event_id": p.event_id,
+        "churn_reason": p.churn.reason.value if p.churn else None,
+        "churn_feedback": p.churn.feedback if p.churn else None,
+        "churn_comment": p.churn.comment if p.churn else None,
+    }
 
 
 def warning_rows(account: str, customer_id: str, projection: Projection) -> list[dict[str, Any]]:
@@ -269,6 +277,7 @@ class BulkRows:
                 "first_mrr_day": rows.first_mrr_day,
                 "next_change_at": rows.next_change_at,
                 "projected_at": at,
+                "incremental": rows.incremental,
             }
         )
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from service.kit.sql import IN_CHUNK, chunks, insert_for
@@ -47,6 +47,120 @@ class ProjectionRepository:
             .limit(limit)
         ).all()
         return [(a, c) for a, c in rows]
+
+    # --- what incremental projection goes on from (one customer) ---------------------
+
+    def incremental_customers(
+        self, account: str, customer_ids: Sequence[str], now: int
+    ) -> dict[str, tuple[date | None, int | None]]:
+        """(first_mrr_day, next_change_at) of those of these customers whose stored
+        projection incremental projection can go on from at `now`: one that says so, and
+        with no change due (a due one is recomputed whole)."""
+        table = LedgerCustomer.__table__
+        found: dict[str, tuple[date | None, int | None]] = {}
+        for chunk in chunks(customer_ids, IN_CHUNK):
+            for row in self.session.execute(
+                select(table.c.customer_id, table.c.first_mrr_day, table.c.next_change_at).where(
+                    table.c.account == account,
+                    table.c.customer_id.in_(chunk),
+                    table.c.incremental.is_(True),
+                    or_(table.c.next_change_at.is_(None), table.c.next_change_at > now),
+                )
+            ):
+                found[row.customer_id] = (row.first_mrr_day, row.next_change_at)
+        return found
+
+    def states_of(self, account: str, customer_id: str) -> list[Any]:
+        t = SubscriptionState.__table__.c
+        return list(
+            self.session.execute(
+                select(
+                    t.subscription_id, t.last_event_id, t.past_due_since, t.next_change_at
+                ).where(t.account == account, t.customer_id == customer_id)
+            ).all()
+        )
+
+    def _change_columns(self) -> list[Any]:
+        t = SubscriptionMrrChange.__table__.c
+        return [
+            t.id, t.subscription_id, t.at, t.mrr, t.currency, t.status, t.cause, t.event_id,
+            t.churn_reason, t.churn_feedback, t.churn_comment,
+        ]  # fmt: skip
+
+    def changes_from(self, account: str, customer_id: str, at: int) -> list[Any]:
+        """The customer's MRR changes from instant `at` on, in the order they were made
+        per subscription and instant."""
+        t = SubscriptionMrrChange.__table__.c
+        return list(
+            self.session.execute(
+                select(*self._change_columns())
+                .where(t.account == account, t.customer_id == customer_id, t.at >= at)
+                .order_by(t.at, t.subscription_id, t.id)
+            ).all()
+        )
+
+    def last_change_before(
+        self, account: str, customer_id: str, subscription_id: str, at: int
+    ) -> Any | None:
+        t = SubscriptionMrrChange.__table__.c
+        return self.session.execute(
+            select(*self._change_columns())
+            .where(
+                t.account == account,
+                t.subscription_id == subscription_id,
+                t.customer_id == customer_id,
+                t.at < at,
+            )
+            .order_by(t.at.desc(), t.id.desc())
+            .limit(1)
+        ).one_or_none()
+
+    def total_before(self, account: str, customer_id: str, currency: str, day: date) -> int:
+        """The customer's MRR in `currency` at the start of `day`: where its last ledger
+        row before that day left it."""
+        t = MrrMovement.__table__.c
+        return (
+            self.session.scalar(
+                select(t.to_mrr)
+                .where(
+                    t.account == account,
+                    t.customer_id == customer_id,
+                    t.currency == currency,
+                    t.day < day,
+                )
+                .order_by(t.day.desc())
+                .limit(1)
+            )
+            or 0
+        )
+
+    def write_incremental(self, account: str, customer_id: str, delta: Any) -> set[date]:
+        """Apply one customer's `CustomerDelta`; returns the days whose ledger rows
+        changed."""
+        changes = SubscriptionMrrChange.__table__
+        for chunk in chunks(delta.drop_changes, IN_CHUNK):
+            self.session.execute(changes.delete().where(changes.c.id.in_(chunk)))
+        if delta.changes:
+            self._insert_rows(changes, delta.changes)
+        if delta.states:
+            states = SubscriptionState.__table__
+            self.session.execute(
+                states.delete().where(
+                    states.c.account == account,
+                    states.c.subscription_id.in_([r["subscription_id"] for r in delta.states]),
+                )
+            )
+            self._insert_rows(states, delta.states)
+        if delta.warnings:
+            self._insert_rows(DataQualityWarning.__table__, delta.warnings)
+        changed: set[tuple[Any, ...]] = set()
+        if delta.movements_since is not None:
+            changed = self._sync(
+                MrrMovement.__table__, account, [customer_id], delta.movements,
+                ("customer_id", "currency", "day"), MOVEMENT_FIELDS, since=delta.movements_since,
+            )  # fmt: skip
+        self._upsert_customers([delta.customer])
+        return {key[2] for key in changed}
 
     # --- many customers of one account per statement ----------------------------------
 
@@ -117,15 +231,21 @@ class ProjectionRepository:
         desired: list[dict[str, Any]],
         key: tuple[str, ...],
         fields: tuple[str, ...],
+        *,
+        since: date | None = None,
     ) -> set[tuple[Any, ...]]:
-        """Rows of `table` for these customers made equal to `desired`, by `key`; returns
-        the keys of the rows deleted, updated or inserted."""
+        """Rows of `table` for these customers (those from day `since` on, if given) made
+        equal to `desired`, by `key`; returns the keys of the rows deleted, updated or
+        inserted."""
         columns = [table.c.id, *(table.c[k] for k in key), *(table.c[f] for f in fields)]
         existing: dict[tuple[Any, ...], Any] = {}
         for chunk in chunks(customer_ids, IN_CHUNK):
-            for row in self.session.execute(
-                select(*columns).where(table.c.account == account, table.c.customer_id.in_(chunk))
-            ):
+            query = select(*columns).where(
+                table.c.account == account, table.c.customer_id.in_(chunk)
+            )
+            if since is not None:
+                query = query.where(table.c.day >= since)
+            for row in self.session.execute(query):
                 existing[tuple(row._mapping[k] for k in key)] = row
         changed: set[tuple[Any, ...]] = set()
         inserts, updates = [], []

@@ -32,6 +32,7 @@ from service.projector.compute import (
     needed_rows,
     project_rows,
 )
+from service.projector.incremental import Incremental
 from service.projector.repository import ProjectionRepository
 from service.settings import LedgerOptions
 from service.stripe_shapes.events import FAILED, LEDGER_EVENTS, PAYMENT_EVENTS
@@ -53,7 +54,9 @@ def project_customer(
     now = now_ts() if now is None else now
     StripeEventRepository(session).begin_write()  # before any read (SQLite)
     fx = fx or LedgerRepository(session).fx_table(options.reporting_currency)
-    _Batch(session, now, options.past_due_grace_days, fx).customers(account, [customer_id])
+    _Batch(session, now, options.past_due_grace_days, fx).customers(
+        account, [customer_id], incremental=True
+    )
     session.flush()
 
 
@@ -88,7 +91,7 @@ def project_pending(
         ids = [customer_id for _, customer_id in group]
         try:
             with session.begin_nested():
-                batch.customers(account, ids)
+                batch.customers(account, ids, incremental=True)
             done += len(ids)
             continue
         except Exception:
@@ -269,39 +272,64 @@ class _Batch:
         self.events = StripeEventRepository(session)
         self.now, self.grace, self.fx, self.pool = now, grace, fx, pool
 
-    def customers(self, account: str, customer_ids: list[str], *, contiguous: bool = False) -> None:
-        """Project these customers (sorted) of one account, in the caller's transaction."""
+    def customers(
+        self,
+        account: str,
+        customer_ids: list[str],
+        *,
+        contiguous: bool = False,
+        incremental: bool = False,
+    ) -> None:
+        """Project these customers (sorted) of one account, in the caller's transaction.
+        `incremental`: those whose stored projection can be gone on from are projected
+        from it on (service/projector/incremental.py), the others whole."""
         repo, events = self.repo, self.events
         # The per-customer row lock, taken before reading: a rebuild batch and a drain
         # batch holding one customer each wait for the other's commit, then see it.
         repo.lock_customers(account, customer_ids)
+        if incremental:
+            step = Incremental(events, repo, self.now, self.grace, self.fx)
+            customer_ids, touched = step.customers(account, customer_ids, datetime.now(UTC))
+            LedgerRepository(self.session).mark_changed(account, sorted(touched))
+            if not customer_ids:
+                return
         # What is queued now is covered by the read below; an event stored after this
         # stays queued (it may be read too, and is then projected twice: no change).
         queued = events.queued(account, customer_ids)
         wanted = set(customer_ids)
         # Invoice and charge events only for customers with a failed payment: the same
         # rule as needed_rows, so most of them never leave the database.
+        failures = events.first_failures(
+            account, customer_ids, contiguous=contiguous, failed_type=FAILED
+        )
         stream = events.events_of(
             account,
             customer_ids,
             contiguous=contiguous,
             types=LEDGER_EVENTS,
             flagged_types=PAYMENT_EVENTS,
-            flag_type=FAILED,
-            flag_until=self.now,
+            flagged=[c for c, at in failures.items() if at <= self.now],
         )
-        groups = (
-            (customer_id, list(rows))
-            for customer_id, rows in groupby(stream, key=attrgetter("customer_id"))
-            # One first seen after the customer list was taken is left to the drain.
-            if customer_id in wanted
-        )
+        latest: dict[str, int] = {}
+
+        def groups() -> Iterator[tuple[str, list[Any]]]:
+            for customer_id, rows in groupby(stream, key=attrgetter("customer_id")):
+                # One first seen after the customer list was taken is left to the drain.
+                if customer_id in wanted:
+                    listed = list(rows)
+                    latest[customer_id] = max(r.created for r in listed)
+                    yield customer_id, listed
+
         handled_at = datetime.now(UTC)
         out = BulkRows()
         seen: set[str] = set()
         try:
-            for customer_id, rows in self._computed(account, groups):
+            for customer_id, rows in self._computed(account, groups()):
                 seen.add(customer_id)
+                # Incremental projection goes on from these rows only while no event of
+                # the customer lies ahead of the clock (it would join the history in the
+                # middle later) and no payment failed (episodes read every event).
+                rows.incremental = customer_id not in failures and latest[customer_id] <= self.now
                 out.add(account, customer_id, rows, handled_at)
         finally:
             # A customer that fails mid-stream: PostgreSQL's named cursor must be closed
@@ -311,7 +339,10 @@ class _Batch:
             if close is not None:
                 close()
         for customer_id in wanted - seen:  # only events no projector reads: empty rows
-            out.add(account, customer_id, CustomerRows(), handled_at)
+            out.add(
+                account, customer_id, CustomerRows(incremental=customer_id not in failures),
+                handled_at,
+            )  # fmt: skip
         touched = repo.write_bulk(account, customer_ids, out)
         events.dequeue(queued)
         # The metrics jobs recompute only what changed; marked in this same transaction.

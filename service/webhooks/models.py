@@ -34,7 +34,8 @@ class StripeEvent(Base):
         # Connect: the platform's own events have account "" (not NULL) so that the
         # unique constraint also holds for them; NULLs never collide in SQL.
         UniqueConstraint("account", "event_id"),
-        Index("ix_stripe_events_account_customer", "account", "customer_id"),
+        # A customer's events, and those of some types (its discounts, its failed payments).
+        Index("ix_stripe_events_customer_type", "account", "customer_id", "type"),
         Index("ix_stripe_events_account_object", "account", "object_id"),
         # The newest projected event of an account (`as_of`), by a backward walk.
         Index("ix_stripe_events_account_created", "account", "created"),

@@ -258,6 +258,31 @@ class StripeEventRepository:
             ).where(StripeEvent.account == account, StripeEvent.customer_id == customer_id)
         ).all()
 
+    def _customers_where(self, customer_ids: Sequence[str], contiguous: bool) -> Any:
+        events = StripeEvent.__table__
+        if contiguous:
+            return and_(
+                events.c.customer_id >= customer_ids[0], events.c.customer_id <= customer_ids[-1]
+            )
+        return events.c.customer_id.in_(list(customer_ids))
+
+    def first_failures(
+        self, account: str, customer_ids: Sequence[str], *, contiguous: bool, failed_type: str
+    ) -> dict[str, int]:
+        """The earliest `created` of an event of `failed_type` (a failed payment) of each
+        of these customers that has one (dead letters too)."""
+        events = StripeEvent.__table__
+        rows = self.session.execute(
+            select(events.c.customer_id, func.min(events.c.created))
+            .where(
+                events.c.account == account,
+                self._customers_where(customer_ids, contiguous),
+                events.c.type == failed_type,
+            )
+            .group_by(events.c.customer_id)
+        )
+        return {customer_id: created for customer_id, created in rows}
+
     def events_of(
         self,
         account: str,
@@ -266,34 +291,19 @@ class StripeEventRepository:
         contiguous: bool,
         types: Iterable[str],
         flagged_types: Iterable[str],
-        flag_type: str,
-        flag_until: int,
+        flagged: Sequence[str],
     ) -> Iterator[Any]:
         """Events (customer_id, event_id, type, created, body) of these customers (sorted)
         of one account, grouped by customer: those of `types`, and those of
-        `flagged_types` only for a customer with an event of `flag_type` created up to
-        `flag_until` (the others are not even sent). `contiguous`: every customer between
-        the first and the last is wanted (rebuild), so a range is read instead of a list;
-        events of customers outside the list may then come too. Streamed: a server-side
-        cursor, with binary results on PostgreSQL (bodies as bytes, not hex text)."""
+        `flagged_types` only for the `flagged` customers (the others are not even sent).
+        `contiguous`: every customer between the first and the last is wanted (rebuild),
+        so a range is read instead of a list; events of customers outside the list may
+        then come too. Streamed: a server-side cursor, with binary results on PostgreSQL
+        (bodies as bytes, not hex text)."""
         events, dead = StripeEvent.__table__, QueuedEvent.__table__
         first, last = customer_ids[0], customer_ids[-1]
-        if contiguous:
-            wanted: Any = and_(events.c.customer_id >= first, events.c.customer_id <= last)
-        else:
-            wanted = events.c.customer_id.in_(list(customer_ids))
-        flagged = list(
-            self.session.scalars(
-                select(events.c.customer_id)
-                .where(
-                    events.c.account == account,
-                    wanted,
-                    events.c.type == flag_type,
-                    events.c.created <= flag_until,
-                )
-                .distinct()
-            )
-        )
+        wanted = self._customers_where(customer_ids, contiguous)
+        flagged = list(flagged)
         if dialect_name(self.session) == "postgresql":
             return self._pg_stream(
                 _PG_EVENTS_OF_RANGE if contiguous else _PG_EVENTS_OF_LIST,
@@ -344,6 +354,51 @@ class StripeEventRepository:
             cursor.itersize = STREAM_ROWS
             cursor.execute(sql, params)
             yield from cursor
+
+    # --- what incremental projection reads --------------------------------------------
+
+    def queued_events(self, account: str, customer_ids: Sequence[str]) -> list[Row[Any]]:
+        """The queued events of these customers with their rows (id, customer_id,
+        event_id, type, created, body), oldest first; dead letters stay out."""
+        q, e = QueuedEvent.__table__.c, StripeEvent.__table__.c
+        rows: list[Row[Any]] = []
+        for chunk in chunks(customer_ids, IN_CHUNK):
+            rows += self.session.execute(
+                select(q.id, q.customer_id, e.event_id, e.type, e.created, e.body)
+                .join_from(QueuedEvent.__table__, StripeEvent.__table__, e.id == q.id)
+                .where(q.account == account, q.customer_id.in_(chunk), q.dead_at.is_(None))
+                .order_by(q.id)
+            ).all()
+        return rows
+
+    def events_by_event_id(self, account: str, event_ids: Sequence[str]) -> list[Row[Any]]:
+        """(event_id, type, created, body) of these events."""
+        e = StripeEvent.__table__.c
+        rows: list[Row[Any]] = []
+        for chunk in chunks(event_ids, IN_CHUNK):
+            rows += self.session.execute(
+                select(e.event_id, e.type, e.created, e.body).where(
+                    e.account == account, e.event_id.in_(chunk)
+                )
+            ).all()
+        return rows
+
+    def customer_events_of_types(
+        self, account: str, customer_id: str, types: Iterable[str]
+    ) -> list[Row[Any]]:
+        """(event_id, type, created, body) of the customer's events of these types, dead
+        letters left out: through `(account, customer_id, type)`, never its whole history."""
+        e, q = StripeEvent.__table__.c, QueuedEvent.__table__.c
+        return list(
+            self.session.execute(
+                select(e.event_id, e.type, e.created, e.body).where(
+                    e.account == account,
+                    e.customer_id == customer_id,
+                    e.type.in_(sorted(types)),
+                    ~select(q.id).where(q.id == e.id, q.dead_at.is_not(None)).exists(),
+                )
+            ).all()
+        )
 
     # --- reads ------------------------------------------------------------------------
 

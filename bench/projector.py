@@ -91,7 +91,7 @@ def long_history(events: int, seed: int = 3) -> list[dict]:
     customer = b.customer()
     sub = b.subscribe(customer, price, 1)
     k = 0
-    while len(b._events) < events:  # noqa: SLF001 (the builder has no public count)
+    while len(b._events) < events:  # the builder has no public count
         k += 1
         b.change(sub, quantity=1 + k % 9, at=b.now + 3600)
     return list(b.build(until=b.now + DAY).events)[:events]

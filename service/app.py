@@ -24,6 +24,7 @@ from service.kit.guard import RequestGuard
 from service.kit.telemetry import Telemetry, TimingMiddleware
 from service.ledger.endpoints import router as ledger_router
 from service.metrics.endpoints import router as metrics_router
+from service.metrics.refresh import MetricsRefresher
 from service.ops.endpoints import router as ops_router
 from service.payments.endpoints import router as payments_router
 from service.payments.sender import AlertSender, OutboxJanitor
@@ -61,15 +62,23 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             # Stripe retries until the database is back.
             log.warning("database unreachable at startup: %s", type(exc).__name__)
         worker: ProjectorWorker | ProjectorProcess | None = None
+        refresher = None  # in process mode the projector's process refreshes the metrics
         if settings.projector_enabled and settings.projector_mode == "process":
             worker = ProjectorProcess(settings)
         elif settings.projector_enabled:
+            refresher = MetricsRefresher.from_settings(
+                settings, app.state.sessionmaker, app.state.write_gate
+            )
             worker = ProjectorWorker(
                 app.state.sessionmaker,
                 settings.ledger_options(),
                 batch=batch_for(engine.dialect.name),
                 gate=app.state.write_gate,
+                after_pass=None if refresher is None else refresher.poke,
             )
+        if refresher is not None:
+            refresher.start()
+        app.state.metrics_refresher = refresher
         if worker is not None:
             app.state.event_stored_hooks.append(worker.wake)
             worker.start()
@@ -95,6 +104,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             if worker is not None:
                 app.state.event_stored_hooks.remove(worker.wake)
                 worker.stop()
+            if refresher is not None:
+                refresher.stop()
 
     app = FastAPI(
         title="churn-ledger",
@@ -113,6 +124,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # Called after a webhook's event is committed (the projector wakes up on it).
     app.state.event_stored_hooks = []
     app.state.projector = None
+    app.state.metrics_refresher = None
     # The job POST /v1/admin/reconcile runs (service/sync/reconciler.py).
     app.state.reconciler = reconcile_request
 

@@ -215,29 +215,38 @@ def worker(poll: Annotated[float, typer.Option(help="Seconds between polls")] = 
     from service.db import make_sessionmaker
     from service.kit.gate import WriteGate
     from service.kit.telemetry import configure_logging
+    from service.metrics.refresh import MetricsRefresher
     from service.projector.worker import ProjectorWorker, batch_for
 
     settings = get_settings()
     configure_logging(settings.log_level)
     engine = create_db_engine(settings.database_url)
     _require_migrated(engine)
+    factory, gate = make_sessionmaker(engine), WriteGate.for_engine(engine)
+    # The metric tables are refreshed where the projector runs (design §10).
+    refresher = MetricsRefresher.from_settings(settings, factory, gate)
     projector = ProjectorWorker(
-        make_sessionmaker(engine),
+        factory,
         settings.ledger_options(),
         poll_s=poll,
         batch=batch_for(engine.dialect.name),
-        gate=WriteGate.for_engine(engine),
+        gate=gate,
+        after_pass=None if refresher is None else refresher.poke,
     )
     # Blocked before the worker thread starts (it inherits the mask): SIGTERM from an
     # orchestrator, or Ctrl-C, is then received here only, and ends in a clean stop.
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    if refresher is not None:
+        refresher.start()
     projector.start()
     console.print("projector running; Ctrl-C to stop")
     try:
         signal.sigwait(stop_signals)
     finally:
         projector.stop()
+        if refresher is not None:
+            refresher.stop()
 
 
 @dead_letters_app.command("list")

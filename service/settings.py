@@ -137,6 +137,16 @@ class Settings(BaseSettings):
         ),
     )
     projector_max_attempts: int = Field(10, ge=1)
+    # Live metrics (design §10): whatever process projects refreshes the metric tables.
+    metrics_live_refresh: bool = Field(
+        True, description="Refresh the metric tables right after projector passes"
+    )
+    metrics_refresh_debounce_s: float = Field(
+        0.2, ge=0, description="Refresh once projections pause this long"
+    )
+    metrics_refresh_max_delay_s: float = Field(
+        1.0, ge=0, description="…but at most this long after the first change"
+    )
     readyz_max_backlog: int = Field(10_000, ge=1, description="/readyz fails past this backlog")
     # Failed-payment alerts (design §6): outbound webhooks signed like Stripe's.
     alert_webhook_url: str | None = Field(

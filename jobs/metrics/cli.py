@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 from typing import Annotated
 
@@ -33,8 +34,10 @@ def run(
         str | None, typer.Option(help="UTC day to compute through (YYYY-MM-DD)")
     ] = None,
 ) -> None:
-    """Refresh the metric tables of accounts whose ledger changed (or never computed)."""
-    from jobs.metrics.refresh import refresh
+    """Refresh the metric tables of accounts whose ledger changed (or never computed).
+    A running service does this by itself; this is for batch loads and `--full`."""
+    from service.kit.gate import WriteGate
+    from service.metrics.refresh import refresh
 
     try:
         day = date.fromisoformat(today) if today else None
@@ -47,7 +50,9 @@ def run(
     except DatabaseNotMigratedError as exc:
         console.print(f"[red]refusing to run:[/red] {exc}")
         raise typer.Exit(2) from None
-    with Session(engine, expire_on_commit=False) as session:
+    # SQLite: take turns with a running service's writers (its receiver and projector).
+    gate = WriteGate.for_engine(engine) or contextlib.nullcontext()
+    with gate, Session(engine, expire_on_commit=False) as session:
         result = refresh(session, accounts=account or None, full=full, today=day)
         session.commit()
     console.print(

@@ -165,8 +165,9 @@ class DataQualityWarning(Base):
 
 
 class ChangedDay(Base):
-    """The ledger's change feed: days whose ledger rows changed (written by the projector
-    and FX recomputation), until the metric jobs have refreshed them.
+    """The ledger's change feed: days whose ledger rows changed (FX recomputation) and
+    customers a projection touched, until the metrics refresh has counted them. A mark
+    has a day or a customer.
 
     Append-only with a surrogate id, so that a refresh deletes only the marks it has seen:
     a mark committed while it runs survives for the next one.
@@ -176,4 +177,7 @@ class ChangedDay(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     account: Mapped[str] = mapped_column(String(255), index=True)
-    day: Mapped[date] = mapped_column(Date)
+    day: Mapped[date | None] = mapped_column(Date)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    # Unix milliseconds: how far behind the metric tables are (`stale_seconds`).
+    marked_at: Mapped[int | None] = mapped_column(BigInteger)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from datetime import date
 from decimal import Decimal
@@ -209,12 +210,17 @@ class LedgerRepository:
 
     # --- the change feed the metric jobs read -------------------------------------------
 
-    def mark_changed(self, account: str, days: Sequence[date]) -> None:
-        """Days whose ledger rows changed, in the transaction that changed them."""
-        if days:
-            self.session.execute(
-                ChangedDay.__table__.insert(), [{"account": account, "day": d} for d in days]
-            )
+    def mark_changed(
+        self, account: str, days: Sequence[date], customers: Sequence[str] = ()
+    ) -> None:
+        """Days whose ledger rows changed, or customers whose ledger rows or subscriptions
+        a projection rewrote, in the transaction that changed them."""
+        at = time.time_ns() // 1_000_000
+        mark = {"account": account, "marked_at": at}
+        rows = [{**mark, "day": d, "customer_id": None} for d in days]
+        rows += [{**mark, "day": None, "customer_id": c} for c in customers]
+        if rows:
+            self.session.execute(ChangedDay.__table__.insert(), rows)
 
     def newest_change(self) -> int:
         """The id of the newest mark: a refresh clears only marks up to what it saw."""

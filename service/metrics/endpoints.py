@@ -42,8 +42,9 @@ router = APIRouter(
 )
 
 COMMON = """
-Answers from the tables `churn-ledger jobs run` computes (`as_of`, `refreshed_at` and
-`stale` say how fresh). Amounts are integer minor units of the reporting currency: a
+Answers from the metric tables the service refreshes right after each projection
+(`as_of`, `refreshed_at`, `stale` and `stale_seconds` say how fresh; periods starting
+after today are left out). Amounts are integer minor units of the reporting currency: a
 customer's MRR in it is the running sum of its ledger rows' `delta_reporting` (each
 converted at its day's rate, so exchange-rate moves alone are never movements); rows with
 no rate are left out and counted in `unconverted_movements`. Periods are whole UTC

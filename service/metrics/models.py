@@ -1,4 +1,4 @@
-"""Precomputed metric tables, written by `jobs/metrics/refresh.py`, read by /v1/metrics.
+"""Precomputed metric tables, written by `service/metrics/refresh.py`, read by /v1/metrics.
 
 All amounts are integer minor units of the reporting currency (sums of `delta_reporting`).
 Every table is keyed by account and reporting currency and can be dropped and recomputed

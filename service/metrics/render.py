@@ -21,7 +21,8 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
         "content": {"text/csv": {"schema": {"type": "string"}}},
         "description": "JSON, or CSV with `format=csv` / `Accept: text/csv` (one row per "
         "`data` item; amounts as integer minor units plus `<name>_display`). The "
-        "answer's freshness is in the `X-As-Of`, `X-Refreshed-At` and `X-Stale` headers.",
+        "answer's freshness is in the `X-As-Of`, `X-Refreshed-At`, `X-Stale` and "
+        "`X-Stale-Seconds` headers.",
     }
 }
 
@@ -47,6 +48,7 @@ def to_csv(answer: Any, lead: tuple[str, ...], metrics: tuple[str, ...], name: s
         "X-As-Of": cell(answer.as_of),
         "X-Refreshed-At": cell(answer.refreshed_at),
         "X-Stale": cell(answer.stale),
+        "X-Stale-Seconds": cell(answer.stale_seconds),
     }
     return csv_response(
         csv_columns(lead, metrics),

@@ -23,6 +23,7 @@ from sqlalchemy import (
     literal,
     null,
     select,
+    text,
     tuple_,
 )
 from sqlalchemy import String as SAString
@@ -70,7 +71,17 @@ class Freshness:
     as_of: int | None  # Stripe `created` of the newest event the refresh read
     refreshed_at: datetime | None  # None: never computed
     through: date | None
-    stale: bool
+    stale: bool  # a refresh is pending: marks wait
+    stale_since_ms: int | None = None  # when the oldest waiting mark was written
+
+    def stale_seconds(self, now_ms: int) -> float | None:
+        """How far behind the tables are: since the oldest change they miss; None when
+        fresh."""
+        if not self.stale:
+            return None
+        if self.stale_since_ms is None:  # marks from before 0010 carry no time
+            return 0.0
+        return max(0, now_ms - self.stale_since_ms) / 1000
 
 
 class MetricsRepository:
@@ -83,7 +94,10 @@ class MetricsRepository:
         """The account's refresh record and whether ledger changes wait for the next one,
         in one round trip (every answer needs both)."""
         row = self.session.execute(_freshness_statement(), {"account": account}).one()
-        return Freshness(as_of=row[0], refreshed_at=row[1], through=row[2], stale=bool(row[3]))
+        return Freshness(
+            as_of=row[0], refreshed_at=row[1], through=row[2], stale=bool(row[3]),
+            stale_since_ms=row[4],
+        )  # fmt: skip
 
     def reporting_currencies(self, account: str) -> set[str]:
         stmt = select(MetricsSegment.reporting_currency).where(MetricsSegment.account == account)
@@ -198,6 +212,42 @@ class MetricsStore(MetricsRepository):
     def ledger_accounts(self) -> list[str]:
         return list(self.session.scalars(select(MrrMovement.account).distinct()))
 
+    def lock_account(self, account: str) -> None:
+        """Serialize refreshes of this account until the transaction ends. PostgreSQL: an
+        advisory lock (the schema in its key: locks are per database, and two schemas must
+        not wait for each other). SQLite: the database write lock, taken now, before
+        anything is read."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(
+                text(
+                    "SELECT pg_advisory_xact_lock(hashtextextended("
+                    "current_schema() || chr(31) || 'metrics' || chr(31) || :account, 7412))"
+                ),
+                {"account": account},
+            )
+        else:
+            table = ChangedDay.__table__
+            # A write that changes nothing still takes the lock.
+            self.session.execute(table.delete().where(table.c.id == -1))
+
+    def newest_mark(self, account: str) -> int:
+        """The id of the account's newest mark, 0 when none: a refresh clears up to it."""
+        stmt = select(func.max(ChangedDay.id)).where(ChangedDay.account == account)
+        return self.session.scalar(stmt) or 0
+
+    def refreshed_through(self, account: str) -> date | None:
+        return self.session.scalar(
+            select(MetricsRefresh.through).where(MetricsRefresh.account == account)
+        )
+
+    def dirty_accounts(self) -> list[str]:
+        return list(self.session.scalars(select(ChangedDay.account).distinct()))
+
+    def outdated_accounts(self, today: date) -> list[str]:
+        """Accounts whose tables end before today: their current periods grew a day."""
+        stmt = select(MetricsRefresh.account).where(MetricsRefresh.through < today)
+        return list(self.session.scalars(stmt))
+
     def accounts_to_refresh(self) -> list[str]:
         dirty = select(ChangedDay.account)
         never = select(MrrMovement.account).where(
@@ -271,8 +321,10 @@ def _freshness_statement() -> Any:
     def of(column: Any) -> Any:
         return select(column).where(r.account == bindparam("account")).scalar_subquery()
 
-    dirty = exists().where(ChangedDay.account == bindparam("account"))
-    return select(of(r.as_of), of(r.refreshed_at), of(r.through), dirty)
+    marks = ChangedDay.account == bindparam("account")
+    dirty = exists().where(marks)
+    oldest = select(func.min(ChangedDay.marked_at)).where(marks).scalar_subquery()
+    return select(of(r.as_of), of(r.refreshed_at), of(r.through), dirty, oldest)
 
 
 def _flows(table: Any, segments: bool, labels: dict[str, str | None] | None) -> Any:

@@ -37,7 +37,15 @@ class MetricsAnswer(BaseModel):
     )
     refreshed_at: UtcDateTime | None = Field(description="When the metric tables were computed")
     through: date | None = Field(description="Last UTC day the metric tables describe")
-    stale: bool = Field(description="Ledger changes are waiting for the next refresh")
+    stale: bool = Field(
+        description="Ledger changes are waiting for the refresh (which the service runs "
+        "within about a second of each projection)"
+    )
+    stale_seconds: float | None = Field(
+        None,
+        description="While stale: seconds since the oldest ledger change the tables miss; "
+        "null when fresh",
+    )
     unconverted_movements: int = Field(
         description="Ledger rows before `end` with no FX rate to the reporting currency: "
         "left out of every amount (data quality), never counted as 0 silently"

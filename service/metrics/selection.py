@@ -3,6 +3,7 @@ segments its filters select, its periods and the sums per period."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -49,7 +50,11 @@ class Selection:
         self.q = q
         self.interval = interval
         self.currency = self._currency()
-        self.periods = P.periods(q.start, q.end, interval, q.today)
+        requested = P.periods(q.start, q.end, interval, q.today)
+        self._requested = requested[0][0], requested[-1][1]
+        # Periods that start after today are not known yet: not answered as if they were
+        # (MRR carried forward into the future would read as a forecast).
+        self.periods = [p for p in requested if p[0] <= q.today]
         # segment -> label of the chosen segments; None: every segment, one label.
         self._label: dict[str, str | None] | None = None
         self.segment_keys: list[str] | None = None
@@ -93,10 +98,15 @@ class Selection:
 
     @property
     def bounds(self) -> tuple[date, date]:
+        """What is read: the periods answered (the requested ones when all are future)."""
+        if not self.periods:
+            return self._requested
         return self.periods[0][0], self.periods[-1][1]
 
     def values(self) -> tuple[list[PeriodValues], int]:
         """Values per period and label, customer turnover included."""
+        if not self.periods:
+            return [], 0
         start, end = self.bounds
         # Segments are mapped to labels in SQL: one row per label and day (or period).
         labels = self._label if self.q.segment_by else None
@@ -128,6 +138,7 @@ class Selection:
             "refreshed_at": f.refreshed_at,
             "through": f.through,
             "stale": f.stale,
+            "stale_seconds": f.stale_seconds(time.time_ns() // 1_000_000),
             "unconverted_movements": unconverted,
         }
 

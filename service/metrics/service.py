@@ -1,6 +1,6 @@
 """Metric rules (design §5): which rows a query selects, and each metric from the sums.
 
-Reads only the tables `jobs/metrics/refresh.py` precomputes (and the ledger for /v1/movements);
+Reads only the tables `service/metrics/refresh.py` keeps fresh (and the ledger for /v1/movements);
 services never write here.
 """
 
@@ -179,8 +179,8 @@ def churn_reasons(session: Session, q: MetricsQuery) -> ReasonsAnswer:
     starts = [s for s, _ in sel.periods]
     sums: dict[tuple[int, str | None, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for r in sel.repo.churn_reasons(q.account, sel.currency, sel.segment_keys, start, end):
-        if sel.includes(r.segment):
-            index = _period_index(starts, r.day)
+        index = _period_index(starts, r.day)
+        if sel.includes(r.segment) and index >= 0:  # none when every period is future
             total = sums[(index, sel.label(r.segment), r.reason, r.feedback)]
             total[0] += r.churns
             total[1] += r.churned_mrr

@@ -289,8 +289,11 @@ class _Batch:
         repo.lock_customers(account, customer_ids)
         if incremental:
             step = Incremental(events, repo, self.now, self.grace, self.fx)
-            customer_ids, touched = step.customers(account, customer_ids, datetime.now(UTC))
-            LedgerRepository(self.session).mark_changed(account, sorted(touched))
+            rest, _ = step.customers(account, customer_ids, datetime.now(UTC))
+            # The metrics refresh recounts the customers projected here (as below).
+            done = sorted(set(customer_ids) - set(rest))
+            LedgerRepository(self.session).mark_changed(account, [], done)
+            customer_ids = rest
             if not customer_ids:
                 return
         # What is queued now is covered by the read below; an event stored after this
@@ -343,10 +346,11 @@ class _Batch:
                 account, customer_id, CustomerRows(incremental=customer_id not in failures),
                 handled_at,
             )  # fmt: skip
-        touched = repo.write_bulk(account, customer_ids, out)
+        repo.write_bulk(account, customer_ids, out)
         events.dequeue(queued)
-        # The metrics jobs recompute only what changed; marked in this same transaction.
-        LedgerRepository(self.session).mark_changed(account, sorted(touched))
+        # The metrics refresh recounts these customers (their ledger rows or their
+        # segment may have changed); marked in this same transaction.
+        LedgerRepository(self.session).mark_changed(account, [], customer_ids)
 
     def _computed(
         self, account: str, groups: Iterable[tuple[str, list[Any]]]

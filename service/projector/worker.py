@@ -19,6 +19,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.reduction import DupFd
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import create_db_engine, make_sessionmaker
 from service.kit.gate import WriteGate
 from service.kit.telemetry import configure_logging
+from service.metrics.refresh import MetricsRefresher
 from service.projector.service import project_pending
 from service.settings import LedgerOptions, Settings
 
@@ -60,8 +62,12 @@ class ProjectorWorker:
         batch: int = 200,
         gate: WriteGate | None = None,
         wake: _Flag | None = None,
+        after_pass: Callable[[], None] | None = None,
     ) -> None:
         self._gate = gate or contextlib.nullcontext()
+        # Called after each committed pass that projected something (the metrics
+        # refresher's poke).
+        self._after_pass = after_pass
         self._factory = session_factory
         self._options = options
         self._poll_s = poll_s
@@ -87,6 +93,8 @@ class ProjectorWorker:
         with self._gate, self._factory() as session:
             done = project_pending(session, self._options, limit=self._batch)
             session.commit()
+        if done and self._after_pass is not None:
+            self._after_pass()
         return done
 
     def run(self, alive: Any = None) -> None:
@@ -148,17 +156,24 @@ def _child(settings: Settings, read_fd: Any, parent: int, poll_s: float) -> None
         os.nice(NICE)
     configure_logging(settings.log_level)
     engine = create_db_engine(settings.database_url)
+    factory, gate = make_sessionmaker(engine), WriteGate.for_engine(engine)
+    refresher = MetricsRefresher.from_settings(settings, factory, gate)
     worker = ProjectorWorker(
-        make_sessionmaker(engine),
+        factory,
         settings.ledger_options(),
         poll_s=poll_s,
         batch=batch_for(engine.dialect.name),
-        gate=WriteGate.for_engine(engine),
+        gate=gate,
         wake=wake,
+        after_pass=None if refresher is None else refresher.poke,
     )
+    if refresher is not None:
+        refresher.start()
     try:
         worker.run(alive=lambda: os.getppid() == parent)
     finally:
+        if refresher is not None:
+            refresher.stop()
         engine.dispose()
 
 

@@ -165,10 +165,10 @@ class TestBulkRebuild:
         rebuild(s, OPTIONS, now=now, batch=1000)
         assert snapshot(s) == incremental
         assert queued(s) == 0
-        # Every day with a ledger row is dirty for the metrics jobs.
-        ledger_days = set(s.execute(select(MrrMovement.account, MrrMovement.day).distinct()))
-        dirty = set(s.execute(select(ChangedDay.account, ChangedDay.day)))
-        assert ledger_days <= dirty
+        # Every customer with a ledger row is marked for the metrics refresh.
+        ledger = set(s.execute(select(MrrMovement.account, MrrMovement.customer_id).distinct()))
+        marked = set(s.execute(select(ChangedDay.account, ChangedDay.customer_id)))
+        assert ledger <= marked
 
     def test_one_account_leaves_the_others_untouched(self, stored: Session, now: int):
         s = stored

@@ -1,0 +1,227 @@
+"""Keeping the metric tables fresh (design §10): the refresh of one account, the batch job
+(`churn-ledger jobs run`) built on it, and `MetricsRefresher`, which runs it right after
+the projector's passes, debounced, in whatever process projects.
+
+The projector marks the customers it rewrote (`LedgerRepository.mark_changed`) in its own
+transaction; a refresh counts what it read and clears only the marks it saw, so a change
+committed while it runs is refreshed next time. Refreshes of one account are serialized:
+on PostgreSQL by an advisory lock held to the commit, on SQLite by its write lock, taken
+before anything is read (a read transaction that later writes fails with "database is
+locked" when another writer got in between).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.ledger.repository import LedgerRepository
+from service.metrics.repository import MetricsStore
+from service.settings import Settings
+
+log = logging.getLogger("churn_ledger.metrics")
+
+
+@dataclass
+class RefreshResult:
+    accounts: list[str] = field(default_factory=list)
+    ledger_rows: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class AccountRefresh:
+    account: str
+    refreshed: bool  # False: nothing was waiting (another refresh got there first)
+    ledger_rows: int = 0
+    seconds: float = 0.0
+
+
+def today_utc() -> date:
+    return datetime.now(UTC).date()
+
+
+def refresh_account(
+    session: Session, account: str, *, today: date | None = None, force: bool = False
+) -> AccountRefresh:
+    """Refresh one account's tables from its ledger, in the caller's transaction (the
+    caller commits): the one entry point of every refresh. Waits for a concurrent refresh
+    of the account to commit, then does nothing if it left nothing to do (no marks, and
+    `through` is today already), unless `force`."""
+    started = time.perf_counter()
+    store = MetricsStore(session)
+    store.lock_account(account)
+    today = today or today_utc()
+    seen = store.newest_mark(account)
+    if not force and seen == 0 and store.refreshed_through(account) == today:
+        return AccountRefresh(account, refreshed=False)
+    from service.metrics.compute import compute  # pandas: loaded by whoever refreshes
+
+    # Read the freshness first: the ledger read after it includes at least that much.
+    as_of = store.newest_handled_event(account)
+    ledger = store.ledger_frame(account)
+    states = store.states_frame(account)
+    through = today if ledger.empty else max(today, ledger["day"].max().date())
+    by_currency = {
+        str(rc): compute(rows, states, through)
+        for rc, rows in ledger.groupby("reporting_currency", sort=True)
+    }
+    store.replace(account, by_currency, as_of=as_of, through=through, rows=len(ledger))
+    if seen:
+        LedgerRepository(session).clear_changes([account], seen)
+    session.flush()
+    return AccountRefresh(account, True, len(ledger), time.perf_counter() - started)
+
+
+def refresh(
+    session: Session,
+    *,
+    accounts: Iterable[str] | None = None,
+    full: bool = False,
+    today: date | None = None,
+) -> RefreshResult:
+    """Refresh the accounts with marks or never computed (every account with `full`), in
+    the caller's transaction."""
+    started = time.perf_counter()
+    store = MetricsStore(session)
+    force = full or accounts is not None
+    if accounts is None:
+        # A full run always covers the platform account, so that even an empty ledger
+        # answers "computed, nothing there" rather than "never computed".
+        accounts = ["", *store.ledger_accounts()] if full else store.accounts_to_refresh()
+    result = RefreshResult()
+    for account in sorted(set(accounts)):
+        done = refresh_account(session, account, today=today, force=force)
+        if done.refreshed:
+            result.accounts.append(account)
+            result.ledger_rows += done.ledger_rows
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class MetricsRefresher:
+    """Refreshes, in a thread, the accounts the projector marked: `poke()` after each
+    projector pass; the refresh runs once pokes have paused for `debounce_s`, and at most
+    `max_delay_s` after the first (a steady stream of events still sees fresh metrics).
+    It also polls every `poll_s` for marks written elsewhere (FX rates, another process)
+    and for tables whose `through` is before today (the day rolled over)."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        gate: Any = None,
+        debounce_s: float = 0.2,
+        max_delay_s: float = 1.0,
+        poll_s: float = 5.0,
+        on_refresh: Callable[[AccountRefresh], None] | None = None,
+    ) -> None:
+        self._factory = session_factory
+        self._gate = gate or contextlib.nullcontext()
+        self._debounce_s = debounce_s
+        self._max_delay_s = max(max_delay_s, debounce_s)
+        self._poll_s = poll_s
+        self._on_refresh = on_refresh
+        self._cond = threading.Condition()
+        self._poked_at: float | None = None  # first poke not yet refreshed
+        self._last_poke = 0.0
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._first = True
+        self.last: AccountRefresh | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, session_factory: sessionmaker[Session], gate: Any = None
+    ) -> MetricsRefresher | None:
+        """The refresher as configured; None with METRICS_LIVE_REFRESH off."""
+        if not settings.metrics_live_refresh:
+            return None
+        return cls(
+            session_factory,
+            gate=gate,
+            debounce_s=settings.metrics_refresh_debounce_s,
+            max_delay_s=settings.metrics_refresh_max_delay_s,
+        )
+
+    def poke(self) -> None:
+        with self._cond:
+            now = time.monotonic()
+            if self._poked_at is None:
+                self._poked_at = now
+            self._last_poke = now
+            self._cond.notify_all()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="metrics-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _due(self) -> float | None:
+        """Seconds until the pending refresh is due (<= 0: now); None: none pending."""
+        if self._poked_at is None:
+            return None
+        quiet = self._last_poke + self._debounce_s
+        latest = self._poked_at + self._max_delay_s
+        return min(quiet, latest) - time.monotonic()
+
+    def _run(self) -> None:
+        next_poll = time.monotonic()  # at start: whatever a previous run left marked
+        while True:
+            with self._cond:
+                while not self._stop:
+                    due = self._due()
+                    if due is not None and due <= 0:
+                        break
+                    until_poll = next_poll - time.monotonic()
+                    if until_poll <= 0:
+                        break
+                    self._cond.wait(until_poll if due is None else min(due, until_poll))
+                if self._stop:
+                    return
+                self._poked_at = None
+            try:
+                self.refresh_pending()
+            except Exception:
+                # The database may be away: the marks stay, and the next poll retries.
+                log.exception("metrics refresh failed")
+            next_poll = time.monotonic() + self._poll_s
+
+    def refresh_pending(self) -> list[AccountRefresh]:
+        """One round: every account with marks, never computed (the first round only) or
+        computed through a day before today; each in a transaction of its own."""
+        today = today_utc()
+        with self._factory() as session:
+            store = MetricsStore(session)
+            if self._first:
+                accounts = set(store.accounts_to_refresh())
+            else:
+                accounts = set(store.dirty_accounts())
+            accounts |= set(store.outdated_accounts(today))
+            session.rollback()
+        self._first = False
+        done = []
+        for account in sorted(accounts):
+            with self._gate, self._factory() as session:
+                result = refresh_account(session, account, today=today)
+                session.commit()
+            if result.refreshed:
+                self.last = result
+                if self._on_refresh is not None:
+                    self._on_refresh(result)
+            done.append(result)
+        return done

@@ -1,0 +1,254 @@
+"""The live refresh (service/metrics/refresh.py): what one account's refresh does with the
+marks, the debounced refresher, concurrent refreshes, and live == full for any order."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+from datetime import UTC, date, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.db import make_sessionmaker
+from service.ledger.models import ChangedDay
+from service.ledger.repository import LedgerRepository
+from service.metrics.models import MetricsRefresh
+from service.metrics.refresh import MetricsRefresher, refresh, refresh_account
+from service.metrics.repository import TABLES, MetricsRepository
+from service.projector.service import project_pending
+from service.settings import LedgerOptions
+from service.webhooks.schemas import parse_event
+from service.webhooks.service import store_event
+from sim.simulate import event_bytes, simulate
+from tests.conftest import Database
+from tests.metrics.scenario import TODAY, Step, add_series, d, seed_scenario
+
+OPTIONS = LedgerOptions()
+_accounts = itertools.count()
+
+
+def tables(session: Session, account: str) -> list[list[tuple]]:
+    """Every metric table's rows of the account, comparable across refreshes."""
+    out = []
+    for table in TABLES:
+        columns = [c for c in table.__table__.columns]
+        rows = session.execute(select(*columns).where(table.account == account)).all()
+        out.append(sorted(tuple(str(v) for v in row) for row in rows))
+    return out
+
+
+def marks(session: Session, account: str = "") -> int:
+    stmt = select(func.count()).select_from(ChangedDay).where(ChangedDay.account == account)
+    return session.scalar(stmt) or 0
+
+
+class TestRefreshAccount:
+    def test_clears_its_marks_and_then_has_nothing_to_do(self, db_session: Session):
+        seed_scenario(db_session)
+        LedgerRepository(db_session).mark_changed("", [], ["c1", "c2"])
+        first = refresh_account(db_session, "", today=TODAY)
+        assert first.refreshed and first.ledger_rows > 0
+        assert marks(db_session) == 0
+        assert not refresh_account(db_session, "", today=TODAY).refreshed
+        # The day rolled over: the current periods grew, so it refreshes without marks.
+        later = refresh_account(db_session, "", today=date(TODAY.year + 1, 1, 1))
+        assert later.refreshed
+
+    def test_stale_while_marks_wait_and_says_since_when(self, db_session: Session):
+        seed_scenario(db_session)
+        refresh_account(db_session, "", today=TODAY, force=True)
+        repo = MetricsRepository(db_session)
+        assert not repo.freshness("").stale
+        assert repo.freshness("").stale_seconds(0) is None
+        before = time.time_ns() // 1_000_000
+        LedgerRepository(db_session).mark_changed("", [], ["c1"])
+        fresh = repo.freshness("")
+        assert fresh.stale and fresh.stale_since_ms is not None
+        assert fresh.stale_since_ms >= before
+        assert fresh.stale_seconds(fresh.stale_since_ms + 1500) == 1.5
+        refresh_account(db_session, "", today=TODAY)
+        assert not repo.freshness("").stale
+
+    def test_the_job_refreshes_only_what_waits(self, db_session: Session):
+        seed_scenario(db_session)
+        assert refresh(db_session, today=TODAY).accounts == [""]
+        assert refresh(db_session, today=TODAY).accounts == []
+        add_series(db_session, "late", [Step(d(4, 29), 1000)])
+        LedgerRepository(db_session).mark_changed("", [], ["late"])
+        assert refresh(db_session, today=TODAY).accounts == [""]
+
+
+class TestMetricsRefresher:
+    def test_a_poke_refreshes_within_the_max_delay(self, fresh_database: Database):
+        factory = make_sessionmaker(fresh_database.engine)
+        with factory() as session:
+            seed_scenario(session)
+            session.commit()
+        done = threading.Event()
+        refresher = MetricsRefresher(
+            factory, debounce_s=0.2, max_delay_s=1.0, poll_s=60, on_refresh=lambda r: done.set()
+        )
+        refresher.start()
+        try:
+            # The first round (at start) takes the never-computed account.
+            assert done.wait(10)
+            done.clear()
+            with factory() as session:
+                add_series(session, "late", [Step(d(4, 29), 1000)])
+                LedgerRepository(session).mark_changed("", [], ["late"])
+                session.commit()
+            poked = time.monotonic()
+            # Pokes keep coming (a steady stream): the refresh still runs by max_delay.
+            while not done.is_set() and time.monotonic() - poked < 5:
+                refresher.poke()
+                time.sleep(0.05)
+            assert done.is_set()
+            assert time.monotonic() - poked < 2.5
+        finally:
+            refresher.stop()
+        with factory() as session:
+            assert marks(session) == 0
+            assert session.get(MetricsRefresh, "") is not None
+
+    def test_sqlite_refreshes_beside_a_busy_writer_never_fail(self, fresh_database: Database):
+        """The refresh takes the write lock before reading: a writer committing between
+        its read and its write cannot make it fail with "database is locked"."""
+        factory = make_sessionmaker(fresh_database.engine)
+        with factory() as session:
+            seed_scenario(session)
+            session.commit()
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            n = 0
+            while not stop.is_set():
+                try:
+                    with factory() as session:
+                        add_series(session, f"w{n}", [Step(d(4, 1 + n % 28), 1000 + n)])
+                        LedgerRepository(session).mark_changed("", [], [f"w{n}"])
+                        session.commit()
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+                n += 1
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            for _ in range(15):
+                with factory() as session:
+                    refresh_account(session, "", today=TODAY)
+                    session.commit()
+        finally:
+            stop.set()
+            writer.join(10)
+        assert errors == []
+        with factory() as session:
+            refresh_account(session, "", today=TODAY)
+            session.commit()
+            live = tables(session, "")
+            refresh(session, full=True, today=TODAY)
+            assert tables(session, "") == live
+
+
+class TestConcurrentRefreshes:
+    def test_postgres_serializes_them_with_an_advisory_lock(self, fresh_database: Database):
+        if fresh_database.backend != "postgresql":
+            pytest.skip("SQLite serializes refreshes on its write lock")
+        factory = make_sessionmaker(fresh_database.engine)
+        with factory() as session:
+            seed_scenario(session)
+            session.commit()
+        with factory() as session:
+            refresh(session, full=True, today=TODAY)
+            session.commit()
+            expected = tables(session, "")
+        with factory() as first, factory() as second:
+            LedgerRepository(first).mark_changed("", [], ["c1"])
+            first.commit()
+            assert refresh_account(first, "", today=TODAY).refreshed  # holds the lock
+            finished = threading.Event()
+            outcome: list = []
+
+            def other() -> None:
+                try:
+                    outcome.append(refresh_account(second, "", today=TODAY, force=True))
+                    second.commit()
+                except BaseException as exc:
+                    outcome.append(exc)
+                finished.set()
+
+            thread = threading.Thread(target=other)
+            thread.start()
+            # Without the lock the second would delete and insert beside the first, and
+            # one of them would fail on the primary keys (or both would count twice).
+            assert not finished.wait(0.5)
+            first.commit()
+            thread.join(10)
+        assert len(outcome) == 1 and not isinstance(outcome[0], BaseException)
+        assert outcome[0].refreshed
+        with factory() as session:
+            assert tables(session, "") == expected
+
+    def test_two_schemas_do_not_wait_for_each_other(
+        self, fresh_database: Database, database: Database
+    ):
+        if fresh_database.backend != "postgresql":
+            pytest.skip("PostgreSQL advisory locks only")
+        with Session(fresh_database.engine) as one, Session(database.engine) as two:
+            refresh_account(one, "", today=TODAY, force=True)  # holds its schema's lock
+            started = time.monotonic()
+            refresh_account(two, "", today=TODAY, force=True)
+            assert time.monotonic() - started < 5
+            two.rollback()
+            one.rollback()
+
+
+def _deliver(
+    session: Session, account: str, events: list, chunks: int, today: date, now: int
+) -> None:
+    """The events in `chunks` arrivals; after each, what the service does live: project,
+    then refresh the account."""
+    size = len(events) // chunks + 1
+    for start in range(0, len(events), size):
+        for event in events[start : start + size]:
+            body = event_bytes(event)
+            store_event(session, body, parse_event(body))
+        while project_pending(session, OPTIONS, limit=50, now=now):
+            refresh_account(session, account, today=today)
+
+
+class TestLiveEqualsFull:
+    @settings(
+        max_examples=12,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        seed=st.integers(0, 10_000),
+        customers=st.integers(1, 12),
+        months=st.integers(1, 8),
+        chunks=st.integers(1, 6),
+        order=st.randoms(use_true_random=False),
+    )
+    def test_live_refreshed_tables_equal_a_full_run(
+        self, db_session: Session, seed, customers, months, chunks, order: random.Random
+    ):
+        account = f"acct_live_{next(_accounts)}"
+        sim = simulate(customers=customers, months=months, seed=seed, account=account)
+        deliveries = list(sim.events) + order.sample(sim.events, k=len(sim.events) // 10)
+        order.shuffle(deliveries)
+        today = datetime.fromtimestamp(sim.until, UTC).date()
+        _deliver(db_session, account, deliveries, chunks, today, sim.until + 86_400)
+        refresh_account(db_session, account, today=today)
+        live = tables(db_session, account)
+        refresh(db_session, accounts=[account], full=True, today=today)
+        assert tables(db_session, account) == live
+        assert marks(db_session, account) == 0

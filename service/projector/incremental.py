@@ -172,12 +172,13 @@ class Incremental:
         delta: CustomerDelta,
     ) -> None:
         states = {s.subscription_id: s for s in self.repo.states_of(account, customer_id)}
-        last_ids = [states[s].last_event_id for s in by_sub if s in states]
-        lasts: dict[str, Snapshot] = {}
-        for row in self.events.events_by_event_id(account, last_ids):
-            lasts[row.event_id] = snapshot_of(
-                RawEvent(row.event_id, row.type, row.created, decode_object(row.body))
+        lasts: dict[str, Snapshot] = {
+            s.last_event_id: snapshot_of(
+                RawEvent(s.last_event_id, s.type, s.created, decode_object(s.body))
             )
+            for s in states.values()
+            if s.subscription_id in by_sub and s.body is not None
+        }
         # Each subscription's new snapshots, all after its latest stored one.
         plans: dict[str, tuple[Snapshot | None, list[Snapshot]]] = {}
         for sub_id, events in by_sub.items():
@@ -219,9 +220,14 @@ class Incremental:
             if (row := self.repo.last_change_before(account, customer_id, sub_id, since))
             is not None
         }
-        discounts = discounts_of(
-            RawEvent(r.event_id, r.type, r.created, decode_object(r.body))
-            for r in self.events.customer_events_of_types(account, customer_id, DISCOUNT_EVENTS)
+        # Discounts resolve only ids a snapshot lists bare: most need none read.
+        discounts = (
+            discounts_of(
+                RawEvent(r.event_id, r.type, r.created, decode_object(r.body))
+                for r in self.events.customer_events_of_types(account, customer_id, DISCOUNT_EVENTS)
+            )
+            if any(_lists_discount_ids(s) for _, kept in plans.values() for s in kept)
+            else {}
         )
         new_points: list[MrrPoint] = []
         for sub_id, (last, kept) in sorted(plans.items()):
@@ -268,6 +274,10 @@ class Incremental:
             if sub_id not in plans and s.next_change_at is not None
         ] + [r["next_change_at"] for r in delta.states if r["next_change_at"] is not None]
         delta.customer["next_change_at"] = min(nexts, default=None)
+
+
+def _lists_discount_ids(snap: Snapshot) -> bool:
+    return bool(snap.sub.discount_ids) or any(i.discount_ids for i in snap.sub.items)
 
 
 class _NoSnapshot:

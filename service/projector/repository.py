@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from service.kit.sql import IN_CHUNK, chunks, insert_for
@@ -19,6 +19,7 @@ from service.ledger.models import (
     SubscriptionState,
 )
 from service.payments.models import PaymentAlert, PaymentEpisode
+from service.webhooks.models import StripeEvent
 
 MOVEMENT_FIELDS = (
     "movement", "from_mrr", "to_mrr", "delta", "reporting_currency", "fx_rate",
@@ -31,6 +32,9 @@ EPISODE_FIELDS = (
     "billing_reason", "action_required", "outcome", "lost_reason", "closed_at",
     "recovered_at", "time_to_recover_s", "recovered_on_attempt", "event_ids",
 )  # fmt: skip
+
+
+SMALL = 32  # rows up to which a bulk write is one INSERT statement on PostgreSQL
 
 
 class ProjectionRepository:
@@ -71,14 +75,23 @@ class ProjectionRepository:
         return found
 
     def states_of(self, account: str, customer_id: str) -> list[Any]:
-        t = SubscriptionState.__table__.c
+        """The customer's subscription states, each with its latest snapshot's event
+        (type, created, body; None if that event is gone), in one query."""
+        t, e = SubscriptionState.__table__.c, StripeEvent.__table__.c
         return list(
             self.session.execute(
                 select(
-                    t.subscription_id, t.last_event_id, t.past_due_since, t.next_change_at
-                ).where(t.account == account, t.customer_id == customer_id)
+                    t.subscription_id, t.last_event_id, t.past_due_since, t.next_change_at,
+                    e.type, e.created, e.body,
+                )
+                .outerjoin_from(
+                    SubscriptionState.__table__,
+                    StripeEvent.__table__,
+                    and_(e.account == t.account, e.event_id == t.last_event_id),
+                )
+                .where(t.account == account, t.customer_id == customer_id)
             ).all()
-        )
+        )  # fmt: skip
 
     def _change_columns(self) -> list[Any]:
         t = SubscriptionMrrChange.__table__.c
@@ -288,6 +301,17 @@ class ProjectionRepository:
         names, values = self._driver_rows(table, rows)
         raw = self.session.connection().connection.driver_connection
         columns = ", ".join(f'"{n}"' for n in names)
+        if self.session.get_bind().dialect.name == "postgresql" and len(values) <= SMALL:
+            # A few rows (incremental projection): one INSERT is one round trip, where
+            # COPY takes several.
+            marks = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * len(values))
+            with raw.cursor() as cursor:
+                cursor.execute(
+                    f"INSERT INTO {table.name} ({columns}) VALUES {marks}",
+                    [v for value in values for v in value],
+                    prepare=False,
+                )
+            return
         if self.session.get_bind().dialect.name == "postgresql":
             # COPY: several times faster than (pipelined) INSERTs for thousands of rows.
             with (
@@ -313,6 +337,16 @@ class ProjectionRepository:
             f"ON CONFLICT (account, customer_id) DO UPDATE SET {updates}"
         )
         raw = self.session.connection().connection.driver_connection
+        if self.session.get_bind().dialect.name == "postgresql" and len(values) <= SMALL:
+            marks = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * len(values))
+            with raw.cursor() as cursor:
+                cursor.execute(
+                    f"INSERT INTO {table.name} ({columns}) VALUES {marks} "
+                    f"ON CONFLICT (account, customer_id) DO UPDATE SET {updates}",
+                    [v for value in values for v in value],
+                    prepare=False,
+                )
+            return
         if self.session.get_bind().dialect.name == "postgresql":
             with raw.cursor() as cursor:
                 cursor.execute(

@@ -371,18 +371,6 @@ class StripeEventRepository:
             ).all()
         return rows
 
-    def events_by_event_id(self, account: str, event_ids: Sequence[str]) -> list[Row[Any]]:
-        """(event_id, type, created, body) of these events."""
-        e = StripeEvent.__table__.c
-        rows: list[Row[Any]] = []
-        for chunk in chunks(event_ids, IN_CHUNK):
-            rows += self.session.execute(
-                select(e.event_id, e.type, e.created, e.body).where(
-                    e.account == account, e.event_id.in_(chunk)
-                )
-            ).all()
-        return rows
-
     def customer_events_of_types(
         self, account: str, customer_id: str, types: Iterable[str]
     ) -> list[Row[Any]]:

@@ -173,6 +173,12 @@ def rebuild(
             workers=workers,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
+        if account is None:
+            # Every customer was recomputed: the reporting amounts are all in this one.
+            from service.ledger.service import record_reporting_currency
+
+            record_reporting_currency(session, settings.ledger_options())
+            session.commit()
     console.print(f"rebuilt {customers} customers in {time.perf_counter() - started:.1f}s")
 
 

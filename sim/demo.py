@@ -219,7 +219,7 @@ def _report(
     usd: list[dict[str, Any]],
     sim: Simulation,
 ) -> None:
-    periods = recovery.get("periods", [])
+    periods = recovery.get("data", [])
     for i, (m, c) in enumerate(zip(mrr, churn, strict=True)):
         r = periods[i] if i < len(periods) else {}
         result.months.append(

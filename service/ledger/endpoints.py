@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from service.db import SessionDep, StreamSessionDep
 from service.kit.auth import ApiKeyDep, SettingsDep, WriteKeyDep
@@ -13,6 +13,7 @@ from service.kit.csv import cell, csv_stream
 from service.kit.errors import ApiError, ErrorResponse
 from service.kit.params import PRINTABLE, AccountQuery
 from service.ledger import service
+from service.ledger.dependencies import require_current_reporting_currency
 from service.ledger.fx import FxQuote, FxRateError
 from service.ledger.schemas import (
     CustomerOut,
@@ -64,7 +65,12 @@ def _customer_row(c: CustomerSummaryOut) -> tuple[Any, ...]:
     "as /v1/metrics/mrr does. Cursor pagination: pass `next_cursor` back as `cursor` (with "
     "the same `sort`) while `has_more`. CSV (`format=csv` or `Accept: text/csv`) answers "
     "every matching customer from `cursor` on (no `limit`), streamed, as `customers.csv`.",
-    responses={**CSV_RESPONSE, 422: {"model": ErrorResponse}},
+    responses={
+        **CSV_RESPONSE,
+        422: {"model": ErrorResponse},
+        503: {"model": ErrorResponse, "description": "`reporting_currency_changed`"},
+    },
+    dependencies=[Depends(require_current_reporting_currency)],
 )
 def list_customers(
     request: Request,

@@ -9,7 +9,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Index, String, Text, false
+from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Index, String, Text, false, text
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -115,6 +115,17 @@ class MrrMovement(Base):
             unique=True,
         ),
         Index("ix_mrr_movements_day", "account", "day", "id"),
+        # Rows without an FX rate: "which currencies are left out" is a lookup of this
+        # (usually empty) index, for every metrics answer.
+        Index(
+            "ix_mrr_movements_unconverted",
+            "account",
+            "reporting_currency",
+            "currency",
+            "day",
+            sqlite_where=text("delta_reporting IS NULL"),
+            postgresql_where=text("delta_reporting IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -181,3 +192,14 @@ class ChangedDay(Base):
     customer_id: Mapped[str | None] = mapped_column(String(255))
     # Unix milliseconds: how far behind the metric tables are (`stale_seconds`).
     marked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class LedgerSetting(Base):
+    """Facts about how the ledger was computed. `reporting_currency`: the currency of its
+    reporting amounts, set by a full rebuild (and by the migration from existing rows);
+    serving compares it with REPORTING_CURRENCY."""
+
+    __tablename__ = "ledger_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))

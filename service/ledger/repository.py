@@ -18,11 +18,14 @@ from service.ledger.models import (
     DataQualityWarning,
     FxRate,
     LedgerCustomer,
+    LedgerSetting,
     MrrMovement,
     SubscriptionMrrChange,
     SubscriptionState,
 )
 from service.ledger.schemas import CustomerSort
+
+REPORTING_CURRENCY = "reporting_currency"
 
 
 def _contains(column: Any, text: str) -> Any:
@@ -171,6 +174,41 @@ class LedgerRepository:
 
     def count_movements(self) -> int:
         return self.session.scalar(select(func.count()).select_from(MrrMovement)) or 0
+
+    # --- how the ledger was computed -----------------------------------------------------
+
+    def ledger_reporting_currency(self) -> str | None:
+        """The stored currency of the reporting amounts; without one (a ledger never
+        rebuilt since it was first projected), that of any row; None: no ledger yet."""
+        stored = self.session.get(LedgerSetting, REPORTING_CURRENCY)
+        if stored is not None:
+            return stored.value
+        return self.session.scalar(select(MrrMovement.reporting_currency).limit(1))
+
+    def set_ledger_reporting_currency(self, currency: str) -> None:
+        stmt = insert_for(self.session, LedgerSetting).values(
+            name=REPORTING_CURRENCY, value=currency.lower()
+        )
+        self.session.execute(
+            stmt.on_conflict_do_update(index_elements=["name"], set_={"value": currency.lower()})
+        )
+
+    def unconverted_currencies(self, account: str, reporting: str, before: date) -> list[str]:
+        """Billing currencies of ledger rows before `before` with no FX rate to
+        `reporting` (a partial index holds exactly those rows)."""
+        m = MrrMovement
+        stmt = (
+            select(m.currency)
+            .where(
+                m.account == account,
+                m.reporting_currency == reporting.lower(),
+                m.delta_reporting.is_(None),
+                m.day < before,
+            )
+            .distinct()
+            .order_by(m.currency)
+        )
+        return list(self.session.scalars(stmt))
 
     # --- FX -----------------------------------------------------------------------------
 

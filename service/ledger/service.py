@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service.kit import pagination
-from service.kit.errors import invalid_parameter
+from service.kit.errors import ApiError, invalid_parameter
 from service.ledger.fx import FxQuote, check_quotes
 from service.ledger.models import Movement, MrrMovement, SubscriptionState
 from service.ledger.repository import LedgerRepository
@@ -337,3 +337,31 @@ def list_fx_rates(session: Session, options: LedgerOptions) -> FxRatesOut:
         reporting_currency=options.reporting_currency,
         rates=[FxRateOut(currency=r.currency, day=r.day, rate=r.rate) for r in table],
     )
+
+
+REBUILD_COMMAND = "churn-ledger rebuild"
+
+
+def check_reporting_currency(session: Session, options: LedgerOptions) -> None:
+    """Refuse to answer from reporting amounts computed in another currency than the
+    configured one (REPORTING_CURRENCY changed on an existing ledger): they would read as
+    0 with nothing to say why. A full rebuild recomputes them and records the currency."""
+    found = LedgerRepository(session).ledger_reporting_currency()
+    wanted = options.reporting_currency.lower()
+    if found is not None and found != wanted:
+        raise ApiError(
+            503,
+            "reporting_currency_changed",
+            f"the ledger's reporting amounts are in {found.upper()} but REPORTING_CURRENCY "
+            f"is {wanted.upper()}: run `{REBUILD_COMMAND}` (then the metrics refresh) to "
+            "recompute them, or set REPORTING_CURRENCY back",
+            command=REBUILD_COMMAND,
+            ledger_currency=found,
+            reporting_currency=wanted,
+        )
+
+
+def record_reporting_currency(session: Session, options: LedgerOptions) -> None:
+    """After a full rebuild: every reporting amount is now in the configured currency."""
+    LedgerRepository(session).set_ledger_reporting_currency(options.reporting_currency)
+    session.flush()

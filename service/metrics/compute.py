@@ -5,7 +5,9 @@ ledger and writes what these compute.
 
 Conventions (they are the API's too):
 * MRR in the reporting currency on a day = sum of `delta_reporting` of the ledger rows up
-  to that day; rows without a reporting amount (no FX rate) are left out and counted.
+  to that day. A customer's series in a currency with any row lacking a reporting amount
+  (no FX rate) is left out whole, of MRR, customer counts, churn and cohorts alike (so
+  ARPA stays MRR ÷ customers of the same customers), and its rows counted as unconverted.
 * A customer is active while any of its (currency) ledger series has MRR > 0; customer
   counts come from these customer-level flips (new, reactivation, churn).
 * A customer belongs to one segment for its whole history: that of its primary
@@ -30,6 +32,7 @@ MOVEMENTS = ("new", "expansion", "contraction", "churn", "reactivation")
 def compute(ledger: pd.DataFrame, states: pd.DataFrame, through: date) -> Tables:
     """`ledger`: rows of one reporting currency sorted by (customer_id, day), `day` as
     datetime64; `states`: the account's subscription states (may be empty)."""
+    ledger = leave_out_unconverted(ledger)
     segments, segment_of = assign_segments(ledger, states)
     ledger = ledger.assign(segment=ledger["customer_id"].map(segment_of))
     days = customer_days(ledger)
@@ -42,6 +45,24 @@ def compute(ledger: pd.DataFrame, states: pd.DataFrame, through: date) -> Tables
         churn=churn_reasons(ledger),
         cohorts=cohorts(ledger, days, flips, through),
     )
+
+
+def leave_out_unconverted(ledger: pd.DataFrame) -> pd.DataFrame:
+    """Every (customer, currency) series with a row lacking a reporting amount becomes
+    inert: no movement type, MRR 0 and no reporting amount. Its rows are still there to
+    be counted (`unconverted_movements`) and to place the customer in its segment, but
+    they move no MRR, no customer count, no churn and no cohort. Left out partly, the
+    series would add a later delta to MRR without the amount it started from, and count
+    a customer whose MRR is not in the sum (ARPA wrong)."""
+    missing = ledger["delta_reporting"].isna()
+    if not missing.any():
+        return ledger
+    gap = missing.groupby([ledger["customer_id"], ledger["currency"]]).transform("any")
+    out = ledger.copy()
+    out.loc[gap, "movement"] = ""
+    out.loc[gap, ["from_mrr", "to_mrr"]] = 0
+    out.loc[gap, "delta_reporting"] = pd.NA
+    return out
 
 
 def _canonical(text: str | None) -> str:

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from service.db import SessionDep, StreamSessionDep
+from service.db import StreamSessionDep
 from service.kit.auth import require_api_key
 from service.kit.errors import ErrorResponse
+from service.ledger.dependencies import require_current_reporting_currency
 from service.ledger.models import Movement
 from service.metrics import definitions as D
 from service.metrics import service
@@ -31,12 +32,18 @@ from service.metrics.schemas import (
     ReasonsAnswer,
 )
 
+REPORTING_CHANGED = (
+    "`reporting_currency_changed`: REPORTING_CURRENCY differs from the currency the "
+    "ledger was computed in; `error.command` names what to run (`churn-ledger rebuild`)"
+)
 router = APIRouter(
     prefix="/v1",
     tags=["metrics"],
-    dependencies=[Depends(require_api_key)],
+    # The key first: an unauthenticated caller learns nothing about the ledger.
+    dependencies=[Depends(require_api_key), Depends(require_current_reporting_currency)],
     responses={
         401: {"model": ErrorResponse, "description": "Missing or wrong API key"},
+        503: {"model": ErrorResponse, "description": REPORTING_CHANGED},
         422: {"model": ErrorResponse, "description": "Invalid parameter (`error.param`)"},
     },
 )
@@ -72,14 +79,14 @@ def _route(path: str, model: type, summary: str, text: str, metrics: tuple[str, 
 
 @_route("/metrics/mrr", MrrAnswer, "MRR, ARR, customers and ARPA per period",
         "State at the end of each period.", D.MRR_METRICS)  # fmt: skip
-def get_mrr(query: MetricsQueryDep, fmt: FormatDep, session: SessionDep) -> Any:
+def get_mrr(query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep) -> Any:
     return respond(service.mrr(session, query), fmt, PERIOD_LEAD, D.MRR_METRICS, "mrr")
 
 
 @_route("/metrics/movements", MovementsAnswer, "MRR movements per period",
         "New, expansion, contraction, churned and reactivation MRR with the MRR at both "
         "ends; `mrr_end = mrr_start + movements` holds exactly.", D.MOVEMENT_METRICS)  # fmt: skip
-def get_movements(query: MetricsQueryDep, fmt: FormatDep, session: SessionDep) -> Any:
+def get_movements(query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep) -> Any:
     answer = service.movements(session, query)
     return respond(answer, fmt, PERIOD_LEAD, D.MOVEMENT_METRICS, "movements")
 
@@ -87,7 +94,7 @@ def get_movements(query: MetricsQueryDep, fmt: FormatDep, session: SessionDep) -
 @_route("/metrics/churn", ChurnAnswer, "Churn, retention, NRR/GRR, quick ratio, hazard, LTV",
         "Customer and MRR churn per period, with flags.", D.CHURN_METRICS)  # fmt: skip
 def get_churn(
-    query: MetricsQueryDep, options: ChurnOptionsDep, fmt: FormatDep, session: SessionDep
+    query: MetricsQueryDep, options: ChurnOptionsDep, fmt: FormatDep, session: StreamSessionDep
 ) -> Any:
     answer = service.churn(session, query, options)
     return respond(answer, fmt, PERIOD_LEAD, D.CHURN_METRICS, "churn")
@@ -97,7 +104,7 @@ def get_churn(
         "Customers grouped by the month of their first MRR; one row per cohort and month "
         "since start, up to `through`. `start`/`end` select cohort months; `interval` is "
         "ignored (always month).", D.COHORT_METRICS)  # fmt: skip
-def get_cohorts(query: MetricsQueryDep, fmt: FormatDep, session: SessionDep) -> Any:
+def get_cohorts(query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep) -> Any:
     lead = ("cohort_month", "months_since_start", "month", "segment")
     return respond(service.cohorts(session, query), fmt, lead, D.COHORT_METRICS, "cohorts")
 
@@ -105,7 +112,7 @@ def get_cohorts(query: MetricsQueryDep, fmt: FormatDep, session: SessionDep) -> 
 @_route("/metrics/churn-reasons", ReasonsAnswer, "Churned MRR and customers by reason",
         "Per period: voluntary / involuntary / unknown, and Stripe's cancellation feedback. "
         "Only combinations with churn appear.", D.REASON_METRICS)  # fmt: skip
-def get_churn_reasons(query: MetricsQueryDep, fmt: FormatDep, session: SessionDep) -> Any:
+def get_churn_reasons(query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep) -> Any:
     lead = (*PERIOD_LEAD, "reason", "feedback")
     answer = service.churn_reasons(session, query)
     return respond(answer, fmt, lead, D.REASON_METRICS, "churn-reasons")

@@ -30,6 +30,7 @@ from sqlalchemy import String as SAString
 from sqlalchemy.orm import Session
 
 from service.ledger.models import ChangedDay, MrrMovement, SubscriptionState
+from service.ledger.repository import LedgerRepository
 from service.metrics.models import (
     MetricsChurnDaily,
     MetricsCohort,
@@ -98,6 +99,9 @@ class MetricsRepository:
             as_of=row[0], refreshed_at=row[1], through=row[2], stale=bool(row[3]),
             stale_since_ms=row[4],
         )  # fmt: skip
+
+    def unconverted_currencies(self, account: str, currency: str, before: date) -> list[str]:
+        return LedgerRepository(self.session).unconverted_currencies(account, currency, before)
 
     def reporting_currencies(self, account: str) -> set[str]:
         stmt = select(MetricsSegment.reporting_currency).where(MetricsSegment.account == account)

@@ -47,8 +47,14 @@ class MetricsAnswer(BaseModel):
         "null when fresh",
     )
     unconverted_movements: int = Field(
-        description="Ledger rows before `end` with no FX rate to the reporting currency: "
-        "left out of every amount (data quality), never counted as 0 silently"
+        description="Ledger rows before `end` left out for want of an FX rate: a customer's "
+        "series in a currency with a day that has no rate to the reporting currency is "
+        "left out whole, of every amount and every customer count alike"
+    )
+    unconverted_currencies: list[str] = Field(
+        description="The billing currencies with ledger rows before `end` and no FX rate "
+        "to `currency` (across the account): load rates (`churn-ledger fx-sync`, "
+        "`fx-load` or PUT /v1/fx-rates) to bring them in"
     )
 
 

@@ -140,6 +140,9 @@ class Selection:
             "stale": f.stale,
             "stale_seconds": f.stale_seconds(time.time_ns() // 1_000_000),
             "unconverted_movements": unconverted,
+            "unconverted_currencies": self.repo.unconverted_currencies(
+                self.q.account, self.currency, self.bounds[1]
+            ),
         }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from service.db import SessionDep, StreamSessionDep
 from service.kit.auth import ApiKeyDep, SettingsDep
@@ -13,6 +13,7 @@ from service.kit.errors import ApiError, ErrorResponse
 from service.kit.params import PRINTABLE, AccountQuery, check_day_bounds
 from service.kit.periods import Interval, floor
 from service.kit.time import now_ts, utc_day
+from service.ledger.dependencies import require_current_reporting_currency
 from service.payments import service
 from service.payments.csvout import CSV_RESPONSE, csv_response, csv_stream, wants_csv
 from service.payments.models import Outcome
@@ -104,7 +105,9 @@ def get_failed_payment(
     responses={
         **CSV_RESPONSE,
         422: {"model": ErrorResponse, "description": "Invalid parameter (`error.param`)"},
+        503: {"model": ErrorResponse, "description": "`reporting_currency_changed`"},
     },
+    dependencies=[Depends(require_current_reporting_currency)],
 )
 def get_recovery(
     request: Request,
@@ -140,5 +143,5 @@ def get_recovery(
         today=today,
     )
     if wants_csv(request, format_):
-        return csv_response(report.periods, RecoveryPeriod, "recovery.csv")
+        return csv_response(report.data, RecoveryPeriod, "recovery.csv")
     return report

@@ -32,17 +32,25 @@ from service.settings import LedgerOptions
 from service.webhooks.repository import StripeEventRepository
 
 
-def _facts(session: Session, account: str, start: int, end: int, fx: FxTable) -> list[EpisodeFacts]:
-    return [
-        EpisodeFacts(
-            amount=fx.to_reporting(e.amount_due, e.currency, utc_day(e.first_failure_at)),
-            outcome=e.outcome,
-            time_to_recover_s=e.time_to_recover_s,
-            recovered_on_attempt=e.recovered_on_attempt,
-            decline_code=e.decline_code,
+def _facts(
+    session: Session, account: str, start: int, end: int, fx: FxTable, missing: set[str]
+) -> list[EpisodeFacts]:
+    """The episodes started in [start, end); the currencies with no rate go to `missing`."""
+    facts = []
+    for e in PaymentRepository(session).started_between(account, start, end):
+        amount = fx.to_reporting(e.amount_due, e.currency, utc_day(e.first_failure_at))
+        if amount is None:
+            missing.add(e.currency)
+        facts.append(
+            EpisodeFacts(
+                amount=amount,
+                outcome=e.outcome,
+                time_to_recover_s=e.time_to_recover_s,
+                recovered_on_attempt=e.recovered_on_attempt,
+                decline_code=e.decline_code,
+            )
         )
-        for e in PaymentRepository(session).started_between(account, start, end)
-    ]
+    return facts
 
 
 def _decline(code: str | None, o: Outcomes, cur: str) -> DeclineBreakdown:
@@ -58,9 +66,11 @@ def _decline(code: str | None, o: Outcomes, cur: str) -> DeclineBreakdown:
     )
 
 
-def _period(session: Session, account: str, start: date, end: date, fx: FxTable) -> RecoveryPeriod:
+def _period(
+    session: Session, account: str, start: date, end: date, fx: FxTable, missing: set[str]
+) -> RecoveryPeriod:
     cur = fx.reporting
-    s = summarize(_facts(session, account, day_start(start), day_start(end), fx))
+    s = summarize(_facts(session, account, day_start(start), day_start(end), fx, missing))
     t = s.totals
     risk = mrr_at_risk(session, account, day_start(end), fx)
     churned = PaymentRepository(session).churned_mrr(account, cur, start, end)
@@ -107,12 +117,16 @@ def recovery_report(
     cut = periods(start, end, interval, today)
     fx = LedgerRepository(session).fx_table(options.reporting_currency)
     as_of = StripeEventRepository(session).newest_handled(account)
+    missing: set[str] = set()
+    data = [_period(session, account, s, e, fx, missing) for s, e in cut]
     return RecoveryOut(
         account=account,
-        reporting_currency=fx.reporting,
+        currency=fx.reporting,
         interval=interval,
         start=cut[0][0],
         end=cut[-1][1],
         as_of=None if as_of is None else datetime.fromtimestamp(as_of, UTC),
-        periods=[_period(session, account, s, e, fx) for s, e in cut],
+        stale=False,
+        unconverted_currencies=sorted(missing),
+        data=data,
     )

@@ -106,10 +106,22 @@ class RecoveryPeriod(BaseModel):
 
 
 class RecoveryOut(BaseModel):
+    """The envelope every /v1/metrics answer shares: `data`, `currency`, `as_of`, `stale`,
+    `unconverted_currencies`."""
+
     account: str
-    reporting_currency: str
+    currency: str = Field(description="Reporting currency of every amount (lowercase ISO 4217)")
     interval: Interval
     start: date = Field(description="The first period's start")
     end: date = Field(description="The last period's end (exclusive)")
     as_of: UtcDateTime | None = Field(description="Newest projected event included")
-    periods: list[RecoveryPeriod]
+    stale: bool = Field(
+        description="Always false: recovery is read from the live episodes, not from "
+        "precomputed tables (the projector's backlog is reported by /readyz)"
+    )
+    unconverted_currencies: list[str] = Field(
+        description="Billing currencies of episodes in these periods with no FX rate to "
+        "`currency`: those episodes are counted in `unconverted_invoices` and left out of "
+        "every amount"
+    )
+    data: list[RecoveryPeriod] = Field(description="One item per period")

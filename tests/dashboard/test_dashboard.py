@@ -350,7 +350,7 @@ class TestViews:
         sign_in(page, live)
         open_view(page, live, "payments")
         w = window(page)
-        recovery = live.get("/v1/metrics/recovery", **w)["periods"]
+        recovery = live.get("/v1/metrics/recovery", **w)["data"]
         assert cells(page, "recovery-table", "recovery_rate_by_count") == [
             pct(r["recovery_rate_by_count"]) for r in recovery
         ]

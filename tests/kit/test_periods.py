@@ -66,12 +66,10 @@ def test_the_limit():
 def test_recovery_and_churn_answer_the_same_periods(client: TestClient, params: dict):
     churn = client.get("/v1/metrics/churn", params=params, headers=AUTH).json()
     recovery = client.get("/v1/metrics/recovery", params=params, headers=AUTH).json()
-    assert [p["period_start"] for p in recovery["periods"]] == [
+    assert [p["period_start"] for p in recovery["data"]] == [
         p["period_start"] for p in churn["data"]
     ]
-    assert [p["period_end"] for p in recovery["periods"]] == [
-        p["period_end"] for p in churn["data"]
-    ]
+    assert [p["period_end"] for p in recovery["data"]] == [p["period_end"] for p in churn["data"]]
     assert (recovery["start"], recovery["end"]) == (churn["start"], churn["end"])
     if params["interval"] == "month":
         assert recovery["start"] == "2025-01-01"  # not the 15th
@@ -96,7 +94,7 @@ def test_recovery_and_churn_refuse_alike(client: TestClient, params: dict, param
 
 def test_range_is_for_recovery_only(client: TestClient):
     params = {"start": "2025-01-15", "end": "2025-03-10", "interval": "range"}
-    [whole] = client.get("/v1/metrics/recovery", params=params, headers=AUTH).json()["periods"]
+    [whole] = client.get("/v1/metrics/recovery", params=params, headers=AUTH).json()["data"]
     assert (whole["period_start"], whole["period_end"]) == ("2025-01-15", "2025-03-10")
     refused = client.get("/v1/metrics/churn", params=params, headers=AUTH)
     assert (refused.status_code, refused.json()["error"]["param"]) == (422, "interval")

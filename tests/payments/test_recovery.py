@@ -229,19 +229,21 @@ class TestRecoveryMetrics:
         response = client.get(URL, headers=AUTH)
         assert response.status_code == 200, response.text
         body = response.json()
-        assert (body["reporting_currency"], body["interval"], body["account"]) == (
+        assert (body["currency"], body["interval"], body["account"]) == (
             "usd",
             "month",
             "",
         )
         assert body["as_of"] == "2025-02-21T00:00:00Z"  # h's invoice.paid, the newest event
-        assert body["periods"] == [JANUARY, FEBRUARY]
+        assert body["data"] == [JANUARY, FEBRUARY]
+        # The envelope every metrics answer shares.
+        assert (body["stale"], body["unconverted_currencies"]) == (False, [])
 
     def test_whole_range_is_the_sum_of_its_months(
         self, client: TestClient, scenario: PaymentScenario
     ):
         body = client.get(URL.replace("month", "range"), headers=AUTH).json()
-        [whole] = body["periods"]
+        [whole] = body["data"]
         assert (whole["failed_invoices"], whole["failed_amount"]) == (7, usd(37500))
         # 4 recovered of 7; 23500 of 37500 = 0.6266666… → 0.626667
         assert (whole["recovery_rate_by_count"], whole["recovery_rate_by_amount"]) == (
@@ -259,7 +261,9 @@ class TestRecoveryMetrics:
         s.subscribe(day(-31, 0), currency="gbp")
         s.fail(day(3), 1, currency="gbp")
         s.run()
-        [jan] = client.get(URL.replace("03-01", "02-01"), headers=AUTH).json()["periods"]
+        body = client.get(URL.replace("03-01", "02-01"), headers=AUTH).json()
+        [jan] = body["data"]
+        assert body["unconverted_currencies"] == ["gbp"]
         assert (jan["failed_invoices"], jan["failed_amount"]["amount"]) == (1, 0)
         assert jan["unconverted_invoices"] == 1
         assert (jan["recovery_rate_by_count"], jan["recovery_rate_by_amount"]) == (0.0, None)
@@ -280,9 +284,9 @@ class TestRecoveryMetrics:
 
     def test_empty_period_rates_are_null(self, client: TestClient):
         body = client.get(URL, headers=AUTH).json()
-        assert [p["failed_invoices"] for p in body["periods"]] == [0, 0]
-        assert body["periods"][0]["recovery_rate_by_count"] is None
-        assert body["periods"][0]["median_time_to_recover_s"] is None
+        assert [p["failed_invoices"] for p in body["data"]] == [0, 0]
+        assert body["data"][0]["recovery_rate_by_count"] is None
+        assert body["data"][0]["median_time_to_recover_s"] is None
 
     @pytest.mark.parametrize(
         "query",

@@ -94,6 +94,11 @@ function freshness(answer) {
     parts.push(h("span", {}, ` · refreshed ${F.timestamp(answer.refreshed_at)}`));
   }
   if (answer.stale) parts.push(h("span", { class: "badge warn" }, "stale: a refresh is due"));
+  const missing = answer.unconverted_currencies ?? [];
+  if (missing.length) {
+    parts.push(h("span", { class: "badge warn unconverted" },
+      `left out, no FX rate: ${missing.map((c) => c.toUpperCase()).join(", ")}`));
+  }
   return parts;
 }
 
@@ -399,10 +404,10 @@ async function payments() {
     get("/v1/metrics/recovery", { interval: "range", start: today, end: nextDay(today) }),
     get("/v1/failed-payments", { status: "open", limit: 100 }),
   ]);
-  const rows = recovery.periods;
-  const cur = recovery.reporting_currency;
+  const rows = recovery.data;
+  const cur = recovery.currency;
   const labels = rows.map((r) => F.period(r.period_start, recovery.interval));
-  const atRisk = now.periods[0];
+  const atRisk = now.data[0];
   const pct = (v) => F.percent(v, 0);
   return [
     h("h1", {}, "Failed payments"),

@@ -115,6 +115,10 @@ class CustomersPage(BaseModel):
         description="Stripe `created` of the newest projected event (null: none yet)"
     )
     reporting_currency: str
+    unconverted_currencies: list[str] = Field(
+        description="Billing currencies with ledger rows and no FX rate to the reporting "
+        "currency: those rows add nothing to `mrr` (their native MRR is in `mrr_by_currency`)"
+    )
     sort: CustomerSort = Field(description="The order of `data` (ties by customer_id)")
     data: list[CustomerSummaryOut]
     has_more: bool

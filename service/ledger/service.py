@@ -184,6 +184,7 @@ def list_customers(
         account=account,
         as_of=as_of(session, account),
         reporting_currency=reporting,
+        unconverted_currencies=repo.unconverted_currencies(account, reporting, date.max),
         sort=sort,
         data=page,
         has_more=more,

@@ -114,6 +114,8 @@ class TestCustomers:
         _customer(db_session, account, "cus_jp", {"jpy": _steps([5000], rate=None)})
         db_session.flush()
         rows = _pages(client, account=account)
+        page = client.get("/v1/customers", params={"account": account}, headers=AUTH).json()
+        assert page["unconverted_currencies"] == ["jpy"]
         assert [r["customer_id"] for r in rows] == ["cus_eu", "cus_jp"]
         eu, jp = rows
         assert eu["mrr"] == {"amount": 6000, "currency": "usd", "display": "60.00"}

@@ -37,6 +37,9 @@ TARGETS = {
     "rebuild_events_per_s": 50_000,
     "query_p95_ms": 50,
     "server_rss_mb": 300,
+    # Issue 13's.
+    "large_customer_new_event_ms": 20,
+    "drain_stored_vs_empty": 1.0,  # must not fall with the store's size (noise aside)
 }
 
 
@@ -157,20 +160,50 @@ def render(report: dict[str, Any]) -> Table:
                 "",
                 endpoints["server_peak_rss_mb"] < TARGETS["server_rss_mb"],
             )
+    proj = report.get("projector") or {}
+    for r in proj.get("large_customer", []):
+        target = TARGETS["large_customer_new_event_ms"]
+        _row(
+            table,
+            f"projector {r['engine']}: new event of a {r['history_events']:,}-event customer",
+            f"{r['new_event_ms_incremental_median']} ms",
+            f"< {target} ms; whole {r['new_event_ms_whole_median']} ms",
+            f"{r['new_event_ms_whole_median'] / r['new_event_ms_incremental_median']:.0f}× faster",
+            r["new_event_ms_incremental_median"] < target,
+        )
+    sizes = proj.get("store_size", [])
+    for r in sizes:
+        empty = next(
+            (x for x in sizes if x["engine"] == r["engine"] and x["stored_events"] == 0), None
+        )
+        ratio = r["events_per_s"] / empty["events_per_s"] if empty else None
+        _row(
+            table,
+            f"drain {r['engine']}, {r['stored_events']:,} events stored",
+            f"{r['events_per_s']:,} ev/s",
+            "empty store" if r["stored_events"] else "",
+            f"{ratio:.2f}" if ratio is not None else "",
+            None if not r["stored_events"] or ratio is None else ratio >= 0.8,
+        )
     return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=["ingest", "rebuild", "query"], action="append")
+    parser.add_argument(
+        "--only", choices=["ingest", "rebuild", "query", "projector"], action="append"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="ingest rounds per server")
     parser.add_argument("--seconds", type=float, default=4, help="ingest seconds per round")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rebuild-customers", type=int, default=20_000)
     parser.add_argument("--query-customers", type=int, default=100_000)
     parser.add_argument("--months", type=int, default=36, help="query history, months")
+    parser.add_argument(
+        "--stored-customers", type=int, default=7_000, help="projector store size (~100k events)"
+    )
     args = parser.parse_args()
-    parts = args.only or ["ingest", "rebuild", "query"]
+    parts = args.only or ["ingest", "rebuild", "query", "projector"]
     console = Console(width=160)
     report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds")}
     timings: dict[str, float] = {}
@@ -198,6 +231,15 @@ def main() -> None:
         report["query"] = metrics_latency.run(customers=args.query_customers, months=args.months)
         report["query_months"] = args.months
         timings["query"] = time.perf_counter() - t
+    if "projector" in parts:
+        from bench import projector
+
+        console.print("[bold]projector[/]: a 5,000-event customer, drain vs store size")
+        t = time.perf_counter()
+        report["projector"] = projector.run(
+            ["sqlite", "postgresql"], 5000, 10, [0, args.stored_customers], 150
+        )
+        timings["projector"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     report["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     report["targets"] = TARGETS

@@ -44,7 +44,7 @@ class StripeEvent(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     account: Mapped[str] = mapped_column(String(255), default="", server_default="")
     event_id: Mapped[str] = mapped_column(String(255))
-    type: Mapped[str] = mapped_column(String(255), index=True)
+    type: Mapped[str] = mapped_column(String(255))
     api_version: Mapped[str | None] = mapped_column(String(64))
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[int] = mapped_column(BigInteger, doc="Stripe's event.created, unix seconds")

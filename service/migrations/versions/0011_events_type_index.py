@@ -1,0 +1,29 @@
+"""event store: no index on `type` alone
+
+Every read of events by type is of one customer's (its discounts, its failed payments,
+the drain's batch): `(account, customer_id, type)` (0009) serves them. The index on
+`type` alone served none, cost every stored event an index entry, and lured the planner:
+with fresh statistics PostgreSQL read a customer's discount events through it, i.e. the
+discount events of the whole store.
+
+Revision ID: 0011
+Revises: 0010_live_metrics
+Create Date: 2026-12-02 11:30:00.000000
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0011"
+down_revision = "0010_live_metrics"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.drop_index("ix_stripe_events_type", table_name="stripe_events")
+
+
+def downgrade() -> None:
+    op.create_index("ix_stripe_events_type", "stripe_events", ["type"])

@@ -6,8 +6,8 @@ the drain's batch): `(account, customer_id, type)` (0009) serves them. The index
 with fresh statistics PostgreSQL read a customer's discount events through it, i.e. the
 discount events of the whole store.
 
-Revision ID: 0011
-Revises: 0010_live_metrics
+Revision ID: 0012_events_type_index
+Revises: 0011_reporting_currency
 Create Date: 2026-12-02 11:30:00.000000
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0011"
-down_revision = "0010_live_metrics"
+revision = "0012_events_type_index"
+down_revision = "0011_reporting_currency"
 branch_labels = None
 depends_on = None
 

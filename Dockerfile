@@ -20,4 +20,6 @@ EXPOSE 8000
 VOLUME ["/app/data"]
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"
+# One process is the whole service: receiver, projector (a child process) and the live
+# refresh of the metric tables; no cron or second container is needed for fresh metrics.
 CMD ["churn-ledger", "serve", "--migrate", "--host", "0.0.0.0", "--port", "8000"]

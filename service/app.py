@@ -26,6 +26,7 @@ from service.ledger.endpoints import router as ledger_router
 from service.metrics.endpoints import router as metrics_router
 from service.metrics.refresh import MetricsRefresher
 from service.ops.endpoints import router as ops_router
+from service.ops.gauges import GaugeUpdater
 from service.payments.endpoints import router as payments_router
 from service.payments.sender import AlertSender, OutboxJanitor
 from service.projector.worker import ProjectorProcess, ProjectorWorker, batch_for
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         if refresher is not None:
             refresher.start()
         app.state.metrics_refresher = refresher
+        gauges = GaugeUpdater(app.state.sessionmaker, telemetry, settings.gauges_interval_s)
+        gauges.start()
         if worker is not None:
             app.state.event_stored_hooks.append(worker.wake)
             worker.start()
@@ -106,6 +109,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 worker.stop()
             if refresher is not None:
                 refresher.stop()
+            gauges.stop()
 
     app = FastAPI(
         title="churn-ledger",

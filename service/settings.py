@@ -147,7 +147,14 @@ class Settings(BaseSettings):
     metrics_refresh_max_delay_s: float = Field(
         1.0, ge=0, description="…but at most this long after the first change"
     )
-    readyz_max_backlog: int = Field(10_000, ge=1, description="/readyz fails past this backlog")
+    readyz_max_backlog: int = Field(
+        10_000,
+        ge=1,
+        description="/readyz says `backlog_over_threshold` past this backlog (it stays ready)",
+    )
+    gauges_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between updates of the backlog and lag gauges"
+    )
     # Failed-payment alerts (design §6): outbound webhooks signed like Stripe's.
     alert_webhook_url: str | None = Field(
         None, pattern=r"^https?://", description="POST alerts here; unset: no alerts are sent"

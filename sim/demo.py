@@ -27,7 +27,6 @@ import uvicorn
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy.orm import Session
 
 from service.app import create_app
 from service.db import create_db_engine, upgrade
@@ -171,12 +170,16 @@ def run_demo(
             while http.get("/readyz").json().get("unhandled_events", 1):
                 time.sleep(0.1)
             progress.update(waiting, completed=1, total=1)
-
-        from jobs.metrics.refresh import refresh  # pandas: only once the events are in
-
-        with Session(engine) as session:
-            refresh(session, full=True)
-            session.commit()
+            # No job to run: the server refreshes the metric tables itself, right after
+            # projecting; the answer says when it has caught up (`stale`).
+            waiting = progress.add_task("metrics catching up", total=None)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                fresh = http.get("/v1/metrics/mrr", headers=auth).json()
+                if fresh.get("as_of") and not fresh.get("stale", True):
+                    break
+                time.sleep(0.1)
+            progress.update(waiting, completed=1, total=1)
 
         # The last six whole months the simulated account lived through.
         first = datetime.fromtimestamp(sim.start, UTC).date().replace(day=1)

@@ -43,9 +43,26 @@ class Telemetry:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+        # Set every GAUGES_INTERVAL_S by service/ops/gauges.py (and by each /readyz).
         self.unhandled_events = Gauge(
             "churn_ledger_unhandled_events",
-            "Stored events not yet projected (as of the last /readyz).",
+            "Stored events not yet projected (the backlog).",
+            registry=r,
+        )
+        self.projection_lag = Gauge(
+            "churn_ledger_projection_lag_seconds",
+            "Age of the oldest stored event not yet projected; 0 with no backlog.",
+            registry=r,
+        )
+        self.metrics_freshness = Gauge(
+            "churn_ledger_metrics_freshness_seconds",
+            "How far behind the metric tables are: age of the oldest ledger change no"
+            " refresh has counted yet; 0 when fresh.",
+            registry=r,
+        )
+        self.metrics_refresh_duration = Gauge(
+            "churn_ledger_metrics_refresh_duration_seconds",
+            "Duration of the newest metrics refresh (any process).",
             registry=r,
         )
 

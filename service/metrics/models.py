@@ -161,3 +161,5 @@ class MetricsRefresh(Base):
     # Last UTC day the tables describe: exposure (customer-days) stops there.
     through: Mapped[date] = mapped_column(Date)
     ledger_rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    # How long computing and writing took (the refresh-duration gauge).
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)

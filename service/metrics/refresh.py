@@ -74,7 +74,10 @@ def refresh_account(
         str(rc): compute(rows, states, through)
         for rc, rows in ledger.groupby("reporting_currency", sort=True)
     }
-    store.replace(account, by_currency, as_of=as_of, through=through, rows=len(ledger))
+    took = round((time.perf_counter() - started) * 1000)
+    store.replace(
+        account, by_currency, as_of=as_of, through=through, rows=len(ledger), duration_ms=took
+    )
     if seen:
         LedgerRepository(session).clear_changes([account], seen)
     session.flush()

@@ -103,6 +103,16 @@ class MetricsRepository:
     def unconverted_currencies(self, account: str, currency: str, before: date) -> list[str]:
         return LedgerRepository(self.session).unconverted_currencies(account, currency, before)
 
+    def overview(self) -> tuple[int | None, int | None]:
+        """Across accounts: when the oldest waiting mark was written (unix ms; None when
+        every table is fresh), and the duration of the newest refresh (ms)."""
+        oldest = self.session.scalar(select(func.min(ChangedDay.marked_at)))
+        if oldest is None and self.session.scalar(select(ChangedDay.id).limit(1)) is not None:
+            oldest = 0  # marks from before 0010 carry no time
+        r = MetricsRefresh
+        last = self.session.scalar(select(r.duration_ms).order_by(r.refreshed_at.desc()).limit(1))
+        return oldest, last
+
     def reporting_currencies(self, account: str) -> set[str]:
         stmt = select(MetricsSegment.reporting_currency).where(MetricsSegment.account == account)
         return set(self.session.scalars(stmt.distinct()))
@@ -294,7 +304,7 @@ class MetricsStore(MetricsRepository):
 
     def replace(
         self, account: str, by_currency: dict[str, Tables], *, as_of: int | None,
-        through: date, rows: int,
+        through: date, rows: int, duration_ms: int | None = None,
     ) -> None:  # fmt: skip
         for table in TABLES:
             self.session.execute(delete(table).where(table.account == account))
@@ -315,6 +325,7 @@ class MetricsStore(MetricsRepository):
         refresh.as_of = as_of
         refresh.through = through
         refresh.ledger_rows = rows
+        refresh.duration_ms = duration_ms
         self.session.add(refresh)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.db import current_revision, head_revision
 from service.kit.deps import TelemetryDep
 from service.kit.errors import error_body
-from service.webhooks.repository import StripeEventRepository
+from service.ops.gauges import read_lag
 
 router = APIRouter(tags=["operations"])
 
@@ -25,7 +25,8 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: database reachable and migrated",
+    summary="Readiness: database reachable and migrated (backlog and lag reported, never "
+    "a reason to refuse)",
     responses={503: {"description": "Not ready; the error says why"}},
 )
 def readyz(request: Request, telemetry: TelemetryDep) -> Any:
@@ -44,19 +45,24 @@ def readyz(request: Request, telemetry: TelemetryDep) -> Any:
                 503,
             )
         with request.app.state.sessionmaker() as session:
-            backlog = StripeEventRepository(session).count_unhandled()
+            lag = read_lag(session)
     except SQLAlchemyError as exc:
         return JSONResponse(
             error_body("unavailable", f"database unreachable ({type(exc).__name__})"), 503
         )
-    telemetry.unhandled_events.set(backlog)
+    lag.publish(telemetry)
+    # A backlog is reported, never a reason to refuse: during a burst the receiver is
+    # exactly what must stay in the load balancer (design §10). Alert on the threshold.
     limit = request.app.state.settings.readyz_max_backlog
-    if backlog > limit:
-        return JSONResponse(
-            error_body("backlog", f"{backlog} events not yet projected (limit {limit})"),
-            503,
-        )
-    return {"status": "ready", "revision": revision, "unhandled_events": backlog}
+    return {
+        "status": "ready",
+        "revision": revision,
+        "unhandled_events": lag.unhandled_events,
+        "backlog_over_threshold": lag.unhandled_events > limit,
+        "projection_lag_s": lag.projection_lag_s,
+        "metrics_stale_s": lag.metrics_stale_s,
+        "last_refresh_s": lag.last_refresh_s,
+    }
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

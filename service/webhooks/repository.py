@@ -99,6 +99,13 @@ class StripeEventRepository:
             or 0
         )
 
+    def oldest_unhandled_received(self) -> datetime | None:
+        """When the oldest event still waiting for the projector was received (the
+        projection lag); None with no backlog."""
+        q = QueuedEvent.__table__.c
+        oldest = select(func.min(q.id)).where(q.dead_at.is_(None)).scalar_subquery()
+        return self.session.scalar(select(StripeEvent.received_at).where(StripeEvent.id == oldest))
+
     def pending_customers(self, limit: int, max_attempts: int) -> list[tuple[str, str]]:
         """Customers with queued events, those waiting longest first (by their oldest
         queued event: a customer id late in the alphabet never starves)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import statistics
 import threading
 import time
 from datetime import UTC, date, datetime
@@ -115,6 +116,41 @@ class TestMetricsRefresher:
         with factory() as session:
             assert marks(session) == 0
             assert session.get(MetricsRefresh, "") is not None
+
+    @pytest.mark.parametrize("rest_factor", [0.0, 3.0])
+    def test_rounds_rest_in_proportion_to_their_length(self, rest_factor: float):
+        """Pokes never stop (a steady stream of events), rounds take 0.3 s: with a rest
+        factor of 3 a round starts at least 0.3 + 0.9 s after the previous one started;
+        with none they follow each other as the debounce allows."""
+        starts: list[float] = []
+
+        class Slow(MetricsRefresher):
+            def refresh_pending(self) -> list:
+                starts.append(time.monotonic())
+                time.sleep(0.3)
+                return []
+
+        refresher = Slow(
+            None,  # type: ignore[arg-type]  # refresh_pending, replaced, opens no session
+            debounce_s=0.01,
+            max_delay_s=0.05,
+            poll_s=60,
+            rest_factor=rest_factor,
+        )
+        refresher.start()
+        try:
+            until = time.monotonic() + 4
+            while time.monotonic() < until:
+                refresher.poke()
+                time.sleep(0.02)
+        finally:
+            refresher.stop()
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        assert len(gaps) >= 2
+        if rest_factor:
+            assert min(gaps) >= 1.2 * 0.95
+        else:
+            assert statistics.median(gaps) < 1.0
 
     def test_sqlite_refreshes_beside_a_busy_writer_never_fail(self, fresh_database: Database):
         """The refresh takes the write lock before reading: a writer committing between

@@ -8,8 +8,9 @@ import io
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from fastapi import Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
@@ -19,6 +20,22 @@ _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 # Rows per chunk of a streamed export: large enough that the per-chunk overhead vanishes,
 # small enough that a 100k-row export never sits in memory whole.
 STREAM_ROWS = 500
+
+# `?format=` of every list route, and the OpenAPI entry of their CSV answer.
+FormatQuery = Annotated[
+    Literal["json", "csv"] | None,
+    Query(alias="format", description="`csv` for BI tools (or send `Accept: text/csv`)"),
+]
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
+
+
+def wants_csv(request: Request, format_: str | None) -> bool:
+    """`?format=` decides; without it, an `Accept: text/csv` header."""
+    if format_ is not None:
+        return format_ == "csv"
+    return "text/csv" in request.headers.get("accept", "")
 
 
 def iso_time(value: datetime) -> str:

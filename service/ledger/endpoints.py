@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from service.db import SessionDep, StreamSessionDep
 from service.kit.auth import ApiKeyDep, SettingsDep, WriteKeyDep
-from service.kit.csv import cell, csv_stream
+from service.kit.csv import CSV_RESPONSE, FormatQuery, cell, csv_stream, wants_csv
 from service.kit.errors import ApiError, ErrorResponse
 from service.kit.params import PRINTABLE, AccountQuery
 from service.ledger import service
@@ -37,15 +37,6 @@ CUSTOMER_COLUMNS = (
     "customer_id", "mrr", "mrr_display", "currency", "mrr_by_currency", "first_mrr_day",
     "last_movement_day", "last_movement",
 )  # fmt: skip
-CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
-}
-
-
-def _wants_csv(request: Request, format_: str | None) -> bool:
-    if format_ is not None:
-        return format_ == "csv"
-    return "text/csv" in request.headers.get("accept", "")
 
 
 def _customer_row(c: CustomerSummaryOut) -> tuple[Any, ...]:
@@ -94,13 +85,10 @@ def list_customers(
     ] = None,
     cursor: Annotated[str | None, Query(max_length=1000, pattern=PRINTABLE)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    format_: Annotated[
-        Literal["json", "csv"] | None,
-        Query(alias="format", description="`csv` for BI tools (or send `Accept: text/csv`)"),
-    ] = None,
+    format_: FormatQuery = None,
 ) -> Any:
     options = settings.ledger_options()
-    if _wants_csv(request, format_):
+    if wants_csv(request, format_):
         rows = service.all_customers(
             session, options, account, search=q, sort=sort, active=active, cursor=cursor
         )
@@ -169,13 +157,10 @@ def list_subscriptions(
     ] = None,
     cursor: Annotated[str | None, Query(max_length=1000, pattern=PRINTABLE)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    format_: Annotated[
-        Literal["json", "csv"] | None,
-        Query(alias="format", description="`csv` for BI tools (or send `Accept: text/csv`)"),
-    ] = None,
+    format_: FormatQuery = None,
 ) -> Any:
     f = service.SubscriptionFilter(account, customer, status, plan)
-    if _wants_csv(request, format_):
+    if wants_csv(request, format_):
         rows = service.all_subscriptions(session, f, cursor)
         return csv_stream(
             SUBSCRIPTION_COLUMNS, map(_subscription_row, rows), filename="subscriptions.csv",

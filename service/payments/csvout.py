@@ -6,22 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, get_origin
 
-from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from service.kit import csv
 from service.ledger.schemas import Money
-
-CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
-}
-
-
-def wants_csv(request: Request, format_: str | None) -> bool:
-    if format_ is not None:
-        return format_ == "csv"
-    return "text/csv" in request.headers.get("accept", "")
 
 
 def _is_money(value: Any) -> bool:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from service.db import SessionDep, StreamSessionDep
 from service.kit.auth import ApiKeyDep, SettingsDep
+from service.kit.csv import CSV_RESPONSE, FormatQuery, wants_csv
 from service.kit.errors import ApiError, ErrorResponse
 from service.kit.params import PRINTABLE, AccountQuery, check_day_bounds
 from service.kit.periods import Interval, floor
 from service.kit.time import now_ts, utc_day
 from service.ledger.dependencies import require_current_reporting_currency
 from service.payments import service
-from service.payments.csvout import CSV_RESPONSE, csv_response, csv_stream, wants_csv
+from service.payments.csvout import csv_response, csv_stream
 from service.payments.models import Outcome
 from service.payments.report import recovery_report
 from service.payments.schemas import (
@@ -29,11 +30,6 @@ from service.payments.schemas import (
 router = APIRouter(
     prefix="/v1", tags=["failed payments"], responses={401: {"model": ErrorResponse}}
 )
-
-FormatQuery = Annotated[
-    Literal["json", "csv"] | None,
-    Query(alias="format", description="`csv` for BI tools (or send `Accept: text/csv`)"),
-]
 
 
 def _check_range(start: date | None, end: date | None) -> None:

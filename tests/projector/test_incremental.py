@@ -4,7 +4,6 @@ clock moves on."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
@@ -26,27 +25,12 @@ from service.projector import service as projector_service
 from service.projector.service import project_pending, rebuild
 from service.settings import LedgerOptions
 from service.stripe_shapes.events import RawEvent
-from service.webhooks.schemas import parse_event
-from service.webhooks.service import store_event
 from tests.factories import DAY, T0, item, price_payload, subscription_payload
 from tests.ledger.histories import arrivals, customer_history
 from tests.payments.factories import invoice_payload
-from tests.projector.test_rebuild import clear
+from tests.projector.test_rebuild import clear, store
 
 OPTIONS = LedgerOptions(past_due_grace_days=7)
-
-
-def store(session: Session, event: RawEvent) -> None:
-    body = json.dumps(
-        {
-            "id": event.event_id,
-            "object": "event",
-            "type": event.type,
-            "created": event.created,
-            "data": {"object": event.obj},
-        }
-    ).encode()
-    store_event(session, body, parse_event(body))
 
 
 def _rows(session: Session, model: Any, skip: tuple[str, ...] = ("id",)) -> list[tuple]:

@@ -23,6 +23,7 @@ from service.kit.gate import WriteGate
 from service.kit.guard import RequestGuard
 from service.kit.telemetry import Telemetry, TimingMiddleware
 from service.ledger.endpoints import router as ledger_router
+from service.ledger.fxsync import FxSyncer
 from service.metrics.endpoints import router as metrics_router
 from service.metrics.refresh import MetricsRefresher
 from service.ops.endpoints import router as ops_router
@@ -96,9 +97,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             janitor = OutboxJanitor.from_settings(app.state.sessionmaker, settings)
             janitor.start()
         app.state.alert_sender = alerts
+        fx_syncer = FxSyncer.from_settings(settings, app.state.sessionmaker, app.state.write_gate)
+        if fx_syncer is not None:
+            fx_syncer.start()
+        app.state.fx_syncer = fx_syncer
         try:
             yield
         finally:
+            if fx_syncer is not None:
+                fx_syncer.stop()
             if alerts is not None:
                 alerts.stop()
             if janitor is not None:
@@ -129,6 +136,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.event_stored_hooks = []
     app.state.projector = None
     app.state.metrics_refresher = None
+    app.state.fx_syncer = None
     # The job POST /v1/admin/reconcile runs (service/sync/reconciler.py).
     app.state.reconciler = reconcile_request
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -213,6 +214,51 @@ def fx_load(
     console.print(f"loaded {len(quotes)} rates; {recomputed} movements recomputed")
 
 
+@app.command("fx-sync")
+def fx_sync(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Rates from this day on (YYYY-MM-DD; default: the ledger's first row in "
+            "another currency)"
+        ),
+    ] = None,
+) -> None:
+    """Fetch the ECB's daily reference rates and store them as rates to the reporting
+    currency; only new or changed days are stored, and their reporting amounts
+    recomputed. Weekends and holidays take the last rate published before them."""
+    import contextlib
+
+    from service.db import make_sessionmaker
+    from service.kit.gate import WriteGate
+    from service.ledger.ecb import EcbError
+    from service.ledger.fx import FxRateError
+    from service.ledger.fxsync import http_client, sync_once
+
+    try:
+        day = date.fromisoformat(since) if since else None
+    except ValueError:
+        console.print(f"error: --since {since!r} is not a day (YYYY-MM-DD)", markup=False)
+        raise typer.Exit(2) from None
+    settings = get_settings()
+    engine = create_db_engine(settings.database_url)
+    _require_migrated(engine)
+    gate = WriteGate.for_engine(engine) or contextlib.nullcontext()
+    with http_client() as client:
+        try:
+            result = sync_once(
+                make_sessionmaker(engine), settings.ledger_options(), client, gate=gate, since=day
+            )
+        except (EcbError, FxRateError) as exc:
+            console.print(f"error: fx-sync: {exc}; nothing stored", markup=False)
+            raise typer.Exit(1) from None
+    console.print(
+        f"ECB {result.feed} through {result.latest}: {result.stored} rates stored, "
+        f"{result.recomputed} movements recomputed"
+        + ("; the metrics refresh follows (or `churn-ledger jobs run`)" if result.stored else "")
+    )
+
+
 @app.command()
 def worker(poll: Annotated[float, typer.Option(help="Seconds between polls")] = 1.0) -> None:
     """Run the projector as its own process (receivers can then run without it)."""
@@ -221,6 +267,7 @@ def worker(poll: Annotated[float, typer.Option(help="Seconds between polls")] = 
     from service.db import make_sessionmaker
     from service.kit.gate import WriteGate
     from service.kit.telemetry import configure_logging
+    from service.ledger.fxsync import FxSyncer
     from service.metrics.refresh import MetricsRefresher
     from service.projector.worker import ProjectorWorker, batch_for
 
@@ -243,14 +290,19 @@ def worker(poll: Annotated[float, typer.Option(help="Seconds between polls")] = 
     # orchestrator, or Ctrl-C, is then received here only, and ends in a clean stop.
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    fx_syncer = FxSyncer.from_settings(settings, factory, gate)
     if refresher is not None:
         refresher.start()
+    if fx_syncer is not None:
+        fx_syncer.start()
     projector.start()
     console.print("projector running; Ctrl-C to stop")
     try:
         signal.sigwait(stop_signals)
     finally:
         projector.stop()
+        if fx_syncer is not None:
+            fx_syncer.stop()
         if refresher is not None:
             refresher.stop()
 

@@ -160,6 +160,14 @@ class Settings(BaseSettings):
     gauges_interval_s: float = Field(
         5.0, gt=0, description="Seconds between updates of the backlog and lag gauges"
     )
+    fx_sync_interval_s: float | None = Field(
+        None,
+        ge=60,  # the ECB publishes once a working day; a tighter loop only costs it
+        description=(
+            "`serve` and `worker` run `fx-sync` (ECB reference rates) at start and then"
+            " every this many seconds; unset: never (run `churn-ledger fx-sync` from cron)"
+        ),
+    )
     # Failed-payment alerts (design §6): outbound webhooks signed like Stripe's.
     alert_webhook_url: str | None = Field(
         None, pattern=r"^https?://", description="POST alerts here; unset: no alerts are sent"
@@ -189,7 +197,9 @@ class Settings(BaseSettings):
             max_attempts=self.projector_max_attempts,
         )
 
-    @field_validator("alert_webhook_url", "alert_webhook_secret", mode="before")
+    @field_validator(
+        "alert_webhook_url", "alert_webhook_secret", "fx_sync_interval_s", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

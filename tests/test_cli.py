@@ -109,6 +109,63 @@ class TestFxLoad:
         assert "loaded 1 rates" in result.output
 
 
+class TestFxSync:
+    """`fx-sync` run as a command, the ECB behind respx (tests/ledger/test_fx_sync.py has
+    the rates themselves)."""
+
+    URL = "https://www.ecb.europa.eu/stats/eurofxref/eurofxref-hist-90d.xml"
+    # A `since` months before today reads the whole history (same shape, more days).
+    HIST = "https://www.ecb.europa.eu/stats/eurofxref/eurofxref-hist.xml"
+    FEED = (Path(__file__).parent / "fixtures" / "ecb" / "eurofxref-hist-90d.xml").read_bytes()
+
+    def _count(self, database: Database) -> int:
+        from sqlalchemy import func, select
+
+        from service.ledger.models import FxRate
+
+        with database.engine.connect() as conn:
+            return conn.scalar(select(func.count()).select_from(FxRate)) or 0
+
+    def test_stores_then_nothing_new(self, run, fresh_database: Database):
+        import respx
+
+        with respx.mock(assert_all_called=True) as router:
+            router.get(self.HIST).respond(200, content=self.FEED)
+            first = run("fx-sync", "--since", "2025-01-02", DATABASE_URL=fresh_database.url)
+            again = run("fx-sync", "--since", "2025-01-02", DATABASE_URL=fresh_database.url)
+        assert first.exit_code == 0, first.output
+        # 3 days × (JPY, GBP, CHF, SEK, EUR) to USD.
+        assert "eurofxref-hist.xml through 2025-01-06: 15 rates stored" in first.output
+        assert again.exit_code == 0, again.output
+        assert "0 rates stored" in again.output
+        assert self._count(fresh_database) == 15
+
+    @pytest.mark.parametrize(
+        ("status", "body", "mentions"),
+        [
+            (503, b"<html>Service Unavailable</html>", "HTTP 503"),
+            (500, b"", "HTTP 500"),
+            (200, b"<gesmes:Envelope", "not XML"),
+            (200, b"<?xml version='1.0'?><html/>", "no Cube"),
+        ],
+    )
+    def test_errors_exit_non_zero_and_store_nothing(
+        self, run, fresh_database: Database, status: int, body: bytes, mentions: str
+    ):
+        import respx
+
+        with respx.mock() as router:
+            router.get(self.URL).respond(status, content=body)
+            result = run("fx-sync", DATABASE_URL=fresh_database.url)
+        assert_one_line_error(result, 1, mentions)
+        assert "nothing stored" in result.output
+        assert self._count(fresh_database) == 0
+
+    def test_bad_since(self, run, fresh_database: Database):
+        result = run("fx-sync", "--since", "2025-02-30", DATABASE_URL=fresh_database.url)
+        assert_one_line_error(result, 2, "--since")
+
+
 class TestNoHardWrap:
     def test_long_lines_stay_whole(self, run, tmp_path: Path):
         # A database path far past 80 columns: the refusal names it on one line.

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import BigInteger, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
-from service.kit.sql import insert_for
+from service.kit.sql import chunks, insert_for
 from service.ledger.fx import FxQuote, FxTable
 from service.ledger.models import (
     ChangedDay,
@@ -216,24 +216,43 @@ class LedgerRepository:
         rows = self.session.scalars(select(FxRate).where(FxRate.quote == reporting.lower()))
         return FxTable(reporting, (FxQuote(r.currency, r.day, Decimal(r.rate)) for r in rows))
 
-    def fx_rows(self, reporting: str) -> Sequence[FxRate]:
-        return self.session.scalars(
-            select(FxRate)
-            .where(FxRate.quote == reporting.lower())
-            .order_by(FxRate.currency, FxRate.day)
-        ).all()
+    def fx_rows(self, reporting: str, since: date | None = None) -> Sequence[FxRate]:
+        stmt = select(FxRate).where(FxRate.quote == reporting.lower())
+        if since is not None:
+            stmt = stmt.where(FxRate.day >= since)
+        return self.session.scalars(stmt.order_by(FxRate.currency, FxRate.day)).all()
+
+    def fx_day_range(self, reporting: str) -> tuple[date | None, date | None]:
+        first, last = self.session.execute(
+            select(func.min(FxRate.day), func.max(FxRate.day)).where(
+                FxRate.quote == reporting.lower()
+            )
+        ).one()
+        return first, last
 
     def upsert_fx_rates(self, reporting: str, quotes: Sequence[FxQuote]) -> None:
         quote = reporting.lower()
-        for q in quotes:
-            stmt = insert_for(self.session, FxRate).values(
-                quote=quote, currency=q.currency, day=q.day, rate=str(q.rate)
+        stmt = insert_for(self.session, FxRate)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["quote", "currency", "day"], set_={"rate": stmt.excluded.rate}
+        )
+        # One executemany per chunk: an ECB history is tens of thousands of rates.
+        for part in chunks(quotes, 2000):
+            rows = [
+                {"quote": quote, "currency": q.currency, "day": q.day, "rate": str(q.rate)}
+                for q in part
+            ]
+            self.session.execute(stmt, rows)
+
+    def earliest_foreign_day(self, reporting: str) -> date | None:
+        """The first day of a ledger row in another currency than `reporting`: from then
+        on the ledger needs rates."""
+        m = MrrMovement
+        return self.session.scalar(
+            select(func.min(m.day)).where(
+                m.reporting_currency == reporting.lower(), m.currency != reporting.lower()
             )
-            self.session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["quote", "currency", "day"], set_={"rate": str(q.rate)}
-                )
-            )
+        )
 
     def movements_in_currencies(
         self, reporting: str, currencies: Iterable[str], since: date

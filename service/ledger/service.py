@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from service.kit import pagination
 from service.kit.errors import ApiError, invalid_parameter
+from service.ledger import ecb
 from service.ledger.fx import FxQuote, check_quotes
 from service.ledger.models import Movement, MrrMovement, SubscriptionState
 from service.ledger.repository import LedgerRepository
@@ -330,6 +332,74 @@ def apply_fx_rates(session: Session, options: LedgerOptions, quotes: list[FxQuot
         LedgerRepository(session).mark_changed(acct, sorted(days))
     session.flush()
     return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class FxSyncResult:
+    feed: str  # the ECB file read
+    latest: date  # the newest day it publishes
+    stored: int  # rates new or changed (0: the database already held the feed)
+    recomputed: int  # ledger rows whose reporting amounts were recomputed
+
+
+def _needed_from(repo: LedgerRepository, reporting: str, today: date, since: date | None) -> date:
+    return since or repo.earliest_foreign_day(reporting) or today
+
+
+def ecb_feed_needed(
+    session: Session, options: LedgerOptions, *, today: date, since: date | None = None
+) -> str:
+    """Which ECB feed holds what the database lacks: the 90-day one when all of it is
+    recent (a scheduled run), the whole history otherwise (a first run, an old `since`).
+    Rates from `since` on are wanted, by default from the ledger's first row in another
+    currency than the reporting one."""
+    repo = LedgerRepository(session)
+    reporting = options.reporting_currency.lower()
+    first, last = repo.fx_day_range(reporting)
+    needed = _needed_from(repo, reporting, today, since)
+    # Held rates are taken to be contiguous: what is missing is before the first or
+    # after the last.
+    missing_from = needed if first is None or last is None or first > needed else last
+    recent = missing_from >= today - timedelta(days=ecb.RECENT_DAYS)
+    return ecb.HIST_90D if recent else ecb.HIST
+
+
+def store_ecb_rates(
+    session: Session,
+    options: LedgerOptions,
+    eur: ecb.EurRates,
+    *,
+    feed: str,
+    today: date,
+    since: date | None = None,
+) -> FxSyncResult:
+    """Store, as cross rates to the reporting currency, the feed's rates from `since` on
+    (as in `ecb_feed_needed`) that the database lacks or holds with another value; their
+    reporting amounts are recomputed and their days marked for the metrics refresh, as
+    `apply_fx_rates` does. The same feed again stores nothing and marks nothing.
+
+    Raises EcbError (the reporting currency is not published) or FxRateError, having
+    stored nothing."""
+    repo = LedgerRepository(session)
+    reporting = options.reporting_currency.lower()
+    if reporting != "eur" and not any(reporting in rates for rates in eur.values()):
+        published = sorted({c.upper() for rates in eur.values() for c in rates} | {"EUR"})
+        raise ecb.EcbError(
+            f"the ECB publishes no {reporting.upper()} rate; fx-sync needs REPORTING_CURRENCY "
+            f"to be one of {', '.join(published)}"
+        )
+    needed = _needed_from(repo, reporting, today, since)
+    # From the last publication on or before `needed` on: the rate that day takes.
+    on_or_before = [day for day in eur if day <= needed]
+    start = max(on_or_before) if on_or_before else min(eur)
+    held = {(r.currency, r.day): Decimal(r.rate) for r in repo.fx_rows(reporting, since=start)}
+    quotes = [
+        q
+        for q in ecb.cross_rates(eur, reporting)
+        if q.day >= start and held.get((q.currency, q.day)) != q.rate
+    ]
+    recomputed = apply_fx_rates(session, options, quotes) if quotes else 0
+    return FxSyncResult(feed=feed, latest=max(eur), stored=len(quotes), recomputed=recomputed)
 
 
 def list_fx_rates(session: Session, options: LedgerOptions) -> FxRatesOut:

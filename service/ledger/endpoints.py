@@ -119,16 +119,17 @@ def get_customer(
 
 SUBSCRIPTION_COLUMNS = (
     "subscription_id", "customer_id", "status", "mrr", "mrr_display", "currency", "plan",
-    "billing_interval", "cancel_at_period_end", "started_at", "ended_at", "last_event_id",
-    "metadata",
+    "plan_name", "billing_interval", "cancel_at_period_end", "started_at", "ended_at",
+    "last_event_id", "metadata",
 )  # fmt: skip
 
 
 def _subscription_row(s: SubscriptionOut) -> tuple[Any, ...]:
     return (
         s.subscription_id, s.customer_id, s.status, s.mrr.amount, s.mrr.display,
-        s.mrr.currency, s.plan, s.billing_interval, s.cancel_at_period_end, s.started_at,
-        s.ended_at, s.last_event_id, json.dumps(s.metadata, sort_keys=True) if s.metadata else None,
+        s.mrr.currency, s.plan, s.plan_name, s.billing_interval, s.cancel_at_period_end,
+        s.started_at, s.ended_at, s.last_event_id,
+        json.dumps(s.metadata, sort_keys=True) if s.metadata else None,
     )  # fmt: skip
 
 

@@ -63,6 +63,10 @@ class SubscriptionState(Base):
     currency: Mapped[str] = mapped_column(String(3))
     mrr: Mapped[int] = mapped_column(BigInteger)
     plan: Mapped[str | None] = mapped_column(String(255))
+    # Product name and price nickname of `plan`, as the latest snapshot shows them.
+    # Text: Stripe allows names far past 255 characters, and a long one must not fail
+    # the projection.
+    plan_name: Mapped[str | None] = mapped_column(Text)
     billing_interval: Mapped[str | None] = mapped_column(String(8))
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
     started_at: Mapped[int | None] = mapped_column(BigInteger)

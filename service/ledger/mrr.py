@@ -62,6 +62,18 @@ def plan_key(sub: SubscriptionSnapshot) -> str | None:
     return item.price.id if item and item.price else None
 
 
+def plan_name(sub: SubscriptionSnapshot) -> str | None:
+    """What finance calls `plan_key`'s price: its product's name and the price's nickname
+    ("Pro · Monthly"), whichever the payload has; None when it has neither (a webhook's
+    price names its product by id only, so a nickname is what it usually carries)."""
+    item = _first_licensed(sub)
+    if item is None or item.price is None:
+        return None
+    parts = [item.price.product_name, item.price.nickname]
+    names = [p for i, p in enumerate(parts) if p and p not in parts[:i]]
+    return " · ".join(names) or None
+
+
 def _amounts_in(price: PriceSnapshot, currency: str) -> tuple[Decimal | None, tuple[Tier, ...]]:
     """Unit amount and tiers in `currency`; (None, ()) when the price has no such amounts."""
     if price.currency is None or price.currency == currency:

@@ -62,7 +62,10 @@ class SubscriptionOut(BaseModel):
     customer_id: str
     status: str
     mrr: Money
-    plan: str | None
+    plan: str | None = Field(description="Price (or plan) id of the first licensed item")
+    plan_name: str | None = Field(
+        description="Its product name and price nickname when the payload carried them"
+    )
     billing_interval: str | None
     cancel_at_period_end: bool
     started_at: UtcDateTime | None = Field(description="Stripe `start_date`")

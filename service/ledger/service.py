@@ -73,6 +73,7 @@ def _subscription_out(s: SubscriptionState) -> SubscriptionOut:
         status=s.status,
         mrr=Money.of(s.mrr, s.currency),
         plan=s.plan,
+        plan_name=s.plan_name,
         billing_interval=s.billing_interval,
         cancel_at_period_end=s.cancel_at_period_end,
         started_at=_ts(s.started_at),

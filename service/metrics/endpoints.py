@@ -59,7 +59,7 @@ calendar periods. Segments and filters use each customer's primary subscription 
 MRR, then latest). Metrics:
 
 """
-PERIOD_LEAD = ("period_start", "period_end", "segment")
+PERIOD_LEAD = ("period_start", "period_end", "segment", "segment_label")
 
 
 def _doc(text: str, metrics: tuple[str, ...]) -> str:
@@ -105,7 +105,7 @@ def get_churn(
         "since start, up to `through`. `start`/`end` select cohort months; `interval` is "
         "ignored (always month).", D.COHORT_METRICS)  # fmt: skip
 def get_cohorts(query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep) -> Any:
-    lead = ("cohort_month", "months_since_start", "month", "segment")
+    lead = ("cohort_month", "months_since_start", "month", "segment", "segment_label")
     return respond(service.cohorts(session, query), fmt, lead, D.COHORT_METRICS, "cohorts")
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy import String as SAString
 from sqlalchemy.orm import Session
 
+from service.kit.sql import chunks
 from service.ledger.models import ChangedDay, MrrMovement, SubscriptionState
 from service.ledger.repository import LedgerRepository
 from service.metrics.models import (
@@ -123,6 +124,23 @@ class MetricsRepository:
             .where(MetricsSegment.account == account, MetricsSegment.reporting_currency == currency)
             .order_by(MetricsSegment.segment)
         ).all()
+
+    def plan_names(self, account: str, plans: Sequence[str]) -> dict[str, str]:
+        """Each plan (price id) with the name the newest subscription on it carries: one
+        row per distinct (plan, name), so renames are few rows, never one per
+        subscription."""
+        t = SubscriptionState
+        found: dict[str, tuple[int, str]] = {}
+        for part in chunks(list(plans), 500):
+            rows = self.session.execute(
+                select(t.plan, t.plan_name, func.max(func.coalesce(t.started_at, 0)))
+                .where(t.account == account, t.plan.in_(part), t.plan_name.is_not(None))
+                .group_by(t.plan, t.plan_name)
+            )
+            for plan, name, newest in rows:
+                if plan not in found or (newest, name) > found[plan]:
+                    found[plan] = (newest, name)
+        return {plan: name for plan, (_, name) in found.items()}
 
     def _where(self, table: Any, account: str, currency: str, segments: list[str] | None) -> list:
         clauses = [table.account == account, table.reporting_currency == currency]

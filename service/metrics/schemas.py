@@ -19,6 +19,13 @@ Rate = float | None
 ChurnLevel = Literal["good", "normal", "high"]
 
 
+SEGMENT_LABEL = (
+    "`segment` for people: with `segment_by=plan` the price's product name and nickname "
+    '("Pro · Monthly", as the newest subscription on the price names them; the price id '
+    "while no payload has named it), otherwise `segment` itself; null when not segmenting"
+)
+
+
 class SegmentBy(StrEnum):
     plan = "plan"
     billing_interval = "billing_interval"
@@ -62,6 +69,7 @@ class PeriodRow(BaseModel):
     period_start: date
     period_end: date = Field(description="Exclusive")
     segment: str | None = Field(description="Value of `segment_by`; null when not segmenting")
+    segment_label: str | None = Field(description=SEGMENT_LABEL)
 
 
 class MrrRow(PeriodRow):
@@ -126,7 +134,8 @@ class CohortRow(BaseModel):
     cohort_month: date = Field(description="First day of the month of the customers' first MRR")
     months_since_start: int = Field(description="0 is the cohort month itself")
     month: date = Field(description="The month described (its first day)")
-    segment: str | None
+    segment: str | None = Field(description="Value of `segment_by`; null when not segmenting")
+    segment_label: str | None = Field(description=SEGMENT_LABEL)
     cohort_customers: int = M["cohort_customers"].field()
     initial_mrr: Money = M["initial_mrr"].field()
     active_customers: int = M["active_customers"].field()

@@ -72,6 +72,11 @@ class Selection:
             if attr:
                 found = set(self._label.values())
                 self.labels = sorted(found, key=lambda v: (v is not None, v or ""))
+        # segment_by=plan answers the price id as `segment` (stable) and its name beside.
+        self._names: dict[str, str] = {}
+        if q.segment_by is SegmentBy.plan:
+            plans = [label for label in self.labels if label is not None]
+            self._names = self.repo.plan_names(q.account, plans) if plans else {}
         self.fresh = self.repo.freshness(q.account)
 
     def _currency(self) -> str:
@@ -95,6 +100,11 @@ class Selection:
 
     def label(self, segment: str) -> str | None:
         return None if self._label is None else self._label.get(segment)
+
+    def segment_label(self, label: str | None) -> str | None:
+        """What a person reads for a row's `segment`: a plan's product name and price
+        nickname (its id while no payload named it), any other segment's value itself."""
+        return None if label is None else self._names.get(label, label)
 
     @property
     def bounds(self) -> tuple[date, date]:

@@ -55,6 +55,7 @@ def mrr(session: Session, q: MetricsQuery) -> MrrAnswer:
                 period_start=p.start,
                 period_end=p.end,
                 segment=p.segment,
+                segment_label=sel.segment_label(p.segment),
                 mrr=sel.money(p.mrr_end),
                 arr=sel.money(12 * p.mrr_end),
                 customers=p.customers_end,
@@ -72,6 +73,7 @@ def movements(session: Session, q: MetricsQuery) -> MovementsAnswer:
             period_start=p.start,
             period_end=p.end,
             segment=p.segment,
+            segment_label=sel.segment_label(p.segment),
             mrr_start=sel.money(p.mrr_start),
             mrr_end=sel.money(p.mrr_end),
             **{
@@ -154,6 +156,7 @@ def _churn_row(sel: Selection, p: PeriodValues, limits: _Limits) -> ChurnRow:
     start = p.mrr_start
     return ChurnRow(
         period_start=p.start, period_end=p.end, segment=p.segment,
+        segment_label=sel.segment_label(p.segment),
         mrr_start=sel.money(start), mrr_end=sel.money(p.mrr_end),
         customers_start=p.customers_start, customers_end=p.customers_end,
         customers_gained=p.customers_gained, customers_lost=p.customers_lost,
@@ -189,6 +192,7 @@ def churn_reasons(session: Session, q: MetricsQuery) -> ReasonsAnswer:
             period_start=sel.periods[i][0],
             period_end=sel.periods[i][1],
             segment=label,
+            segment_label=sel.segment_label(label),
             reason=reason,
             feedback=feedback or None,  # type: ignore[arg-type]
             churns=count,
@@ -222,6 +226,7 @@ def cohorts(session: Session, q: MetricsQuery) -> CohortsAnswer:
             months_since_start=n,
             month=P.shift(cohort, P.Interval.month, n),
             segment=label,
+            segment_label=sel.segment_label(label),
             cohort_customers=size,
             initial_mrr=sel.money(initial),
             active_customers=active,

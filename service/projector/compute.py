@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol
 
 from service.kit.time import utc_day
 from service.ledger.fx import FxTable
-from service.ledger.mrr import billing_interval, plan_key
+from service.ledger.mrr import billing_interval, plan_key, plan_name
 from service.ledger.timeline import MrrPoint, Projection, project
 from service.payments.alerts import episode_alerts
 from service.payments.episodes import (
@@ -106,6 +106,7 @@ def state_rows(account: str, customer_id: str, projection: Projection) -> list[d
             "currency": cur.snapshot.sub.currency,
             "mrr": cur.mrr,
             "plan": plan_key(cur.snapshot.sub),
+            "plan_name": plan_name(cur.snapshot.sub),
             "billing_interval": billing_interval(cur.snapshot.sub),
             "cancel_at_period_end": cur.snapshot.sub.cancel_at_period_end,
             "started_at": cur.snapshot.sub.start_date,

@@ -55,6 +55,9 @@ class PriceSnapshot:
     transform_quantity: TransformQuantity | None
     nickname: str | None
     currency_options: Mapping[str, PriceCurrencyOption] = field(default_factory=dict)
+    # The product's `name` when `product` came expanded (never in webhooks, which do not
+    # expand; API reads with `expand`), or a pre-2018 plan's own `name`.
+    product_name: str | None = None
 
 
 def _amount(obj: Mapping[str, Any], decimal_key: str, int_key: str) -> Decimal | None:
@@ -128,4 +131,6 @@ def read_price(obj: Mapping[str, Any]) -> PriceSnapshot:
         ),
         nickname=get_str(obj, "nickname"),
         currency_options=_currency_options(obj.get("currency_options")),
+        product_name=get_str(as_mapping(obj.get("product")), "name")
+        or (get_str(obj, "name") if is_plan else None),
     )

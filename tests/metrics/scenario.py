@@ -79,12 +79,15 @@ def add_subscription(
     mrr: int = 0,
     metadata: dict[str, Any] | None = None,
     account: str = "",
+    plan_name: str | None = None,
+    started_at: int = 1,
 ) -> None:
     session.add(
         SubscriptionState(
             account=account, subscription_id=f"sub_{customer}", customer_id=customer,
             status="active" if mrr else "canceled", currency=currency, mrr=mrr, plan=plan,
-            billing_interval=interval, cancel_at_period_end=False, started_at=1,
+            plan_name=plan_name, billing_interval=interval, cancel_at_period_end=False,
+            started_at=started_at,
             ended_at=None, last_event_id=f"evt_{customer}", metadata_=metadata or {},
         )
     )  # fmt: skip

@@ -218,7 +218,7 @@ def test_segments_and_filters(client: TestClient, seeded: Session):
     assert only(**{"metadata[region]": "None"})["mrr"] == 0  # absent is not the text "None"
     assert only(plan="nope") == {
         "period_start": "2025-02-01", "period_end": "2025-03-01", "segment": None,
-        "mrr": 0, "arr": 0, "customers": 0, "arpa": None,
+        "segment_label": None, "mrr": 0, "arr": 0, "customers": 0, "arpa": None,
     }  # fmt: skip
     by_currency = get(client, "movements", segment_by="currency", **feb)["data"]
     assert [(r["segment"], r["new_mrr"]["amount"]) for r in by_currency] == [
@@ -288,10 +288,10 @@ def test_csv(client: TestClient, seeded: Session):
     assert response.headers["content-type"].startswith("text/csv")
     lines = response.text.splitlines()
     assert lines[0] == (
-        "period_start,period_end,segment,currency,mrr,mrr_display,arr,arr_display,"
-        "customers,arpa,arpa_display"
+        "period_start,period_end,segment,segment_label,currency,mrr,mrr_display,arr,"
+        "arr_display,customers,arpa,arpa_display"
     )
-    assert lines[2] == "2025-02-01,2025-03-01,,usd,52900,529.00,634800,6348.00,6,8817,88.17"
+    assert lines[2] == "2025-02-01,2025-03-01,,,usd,52900,529.00,634800,6348.00,6,8817,88.17"
     assert response.headers["x-stale"] == "false"
     churn = client.get("/v1/metrics/churn", params={**SPAN, "format": "csv"}, headers=AUTH)
     header, jan, *_ = churn.text.splitlines()

@@ -71,10 +71,16 @@ async function loadFilterOptions() {
   for (const kind of ["plan", "billing_interval", "currency"]) {
     const answer = await get("/v1/metrics/mrr", metricParams({ segment_by: kind, plan: null,
       billing_interval: null, currency_code: null }));
-    const values = [...new Set(answer.data.map((r) => r.segment).filter((v) => v))].sort();
+    // The option filters by the id (`segment`) and reads as its name (`segment_label`).
+    const labels = new Map(answer.data.filter((r) => r.segment)
+      .map((r) => [r.segment, r.segment_label ?? r.segment]));
+    const values = [...labels.keys()].sort();
     if (!values.length) continue;
     const group = h("optgroup", { label: kind.replace("_", " ") });
-    for (const value of values) group.append(h("option", { value: `${kind}:${value}` }, value));
+    for (const value of values) {
+      const text = labels.get(value) === value ? value : `${labels.get(value)} (${value})`;
+      group.append(h("option", { value: `${kind}:${value}` }, text));
+    }
     segment.append(group);
   }
 }

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Query, Request
 
 from service.kit.auth import SettingsDep
-from service.kit.params import PRINTABLE, AccountQuery
-from service.kit.periods import CalendarInterval, Interval
+from service.kit.params import PRINTABLE, AccountQuery, check_day_bounds
+from service.kit.periods import CalendarInterval, Interval, floor, shift
 from service.metrics.schemas import SegmentBy
 from service.metrics.selection import ChurnOptions, MetricsQuery, invalid
 
@@ -56,6 +56,29 @@ def _metadata(request: Request) -> dict[str, str]:
     return found
 
 
+Currency = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[A-Za-z]{3}$",
+        description="Reporting currency; defaults to REPORTING_CURRENCY. Only a "
+        "currency the ledger was projected in is accepted.",
+    ),
+]
+Plan = Annotated[
+    str | None,
+    Query(max_length=255, pattern=TEXT, description="Only customers on this plan/price id"),
+]
+BillingInterval = Annotated[
+    str | None,
+    Query(max_length=8, pattern=TEXT, description="Only customers billed per this interval"),
+]
+CurrencyCode = Annotated[
+    str | None,
+    Query(pattern=r"^[A-Za-z]{3}$", description="Only customers billed in this currency"),
+]
+IntervalParam = Annotated[CalendarInterval, Query(description="Calendar periods, UTC")]
+
+
 async def metrics_query(
     request: Request,
     settings: SettingsDep,
@@ -66,29 +89,11 @@ async def metrics_query(
     end: Annotated[
         date | None, Query(description="Day after the last (exclusive); rounded up to a period end")
     ] = None,
-    interval: Annotated[
-        CalendarInterval, Query(description="Calendar periods, UTC")
-    ] = Interval.month,
-    currency: Annotated[
-        str | None,
-        Query(
-            pattern=r"^[A-Za-z]{3}$",
-            description="Reporting currency; defaults to REPORTING_CURRENCY. Only a "
-            "currency the ledger was projected in is accepted.",
-        ),
-    ] = None,
-    plan: Annotated[
-        str | None,
-        Query(max_length=255, pattern=TEXT, description="Only customers on this plan/price id"),
-    ] = None,
-    billing_interval: Annotated[
-        str | None,
-        Query(max_length=8, pattern=TEXT, description="Only customers billed per this interval"),
-    ] = None,
-    currency_code: Annotated[
-        str | None,
-        Query(pattern=r"^[A-Za-z]{3}$", description="Only customers billed in this currency"),
-    ] = None,
+    interval: IntervalParam = Interval.month,
+    currency: Currency = None,
+    plan: Plan = None,
+    billing_interval: BillingInterval = None,
+    currency_code: CurrencyCode = None,
     segment_by: Annotated[
         SegmentBy | None, Query(description="One row per period and segment value")
     ] = None,
@@ -110,6 +115,41 @@ async def metrics_query(
 
 
 MetricsQueryDep = Annotated[MetricsQuery, Depends(metrics_query)]
+
+
+async def explain_query(
+    request: Request,
+    settings: SettingsDep,
+    period_start: Annotated[
+        date, Query(description="A day of the period (ISO 8601); rounded down to its start")
+    ],
+    account: Account = "",
+    interval: IntervalParam = Interval.month,
+    currency: Currency = None,
+    plan: Plan = None,
+    billing_interval: BillingInterval = None,
+    currency_code: CurrencyCode = None,
+) -> MetricsQuery:
+    """One period of the metrics answers: what /v1/metrics/* would answer with
+    `start=period_start` and the period's end, the same filters (no `segment_by`)."""
+    check_day_bounds(period_start=period_start)
+    start = floor(period_start, interval)
+    return MetricsQuery(
+        account=account,
+        currency=currency,
+        default_currency=settings.reporting_currency,
+        start=start,
+        end=shift(start, interval),
+        interval=interval,
+        today=datetime.now(UTC).date(),
+        plan=plan,
+        billing_interval=billing_interval,
+        currency_code=currency_code,
+        metadata=_metadata(request),
+    )
+
+
+ExplainQueryDep = Annotated[MetricsQuery, Depends(explain_query)]
 
 
 async def churn_options(

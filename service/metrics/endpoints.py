@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from service.db import StreamSessionDep
 from service.kit.auth import require_api_key
@@ -19,13 +19,16 @@ from service.metrics.dependencies import (
     TEXT,
     Account,
     ChurnOptionsDep,
+    ExplainQueryDep,
     FormatDep,
     MetricsQueryDep,
 )
-from service.metrics.render import CSV_RESPONSE, ledger_csv, respond
+from service.metrics.explain import EXPLAINABLE
+from service.metrics.render import CSV_RESPONSE, explain_csv, ledger_csv, respond
 from service.metrics.schemas import (
     ChurnAnswer,
     CohortsAnswer,
+    ExplainAnswer,
     MovementsAnswer,
     MovementsPage,
     MrrAnswer,
@@ -116,6 +119,39 @@ def get_churn_reasons(query: MetricsQueryDep, fmt: FormatDep, session: StreamSes
     lead = (*PERIOD_LEAD, "reason", "feedback")
     answer = service.churn_reasons(session, query)
     return respond(answer, fmt, lead, D.REASON_METRICS, "churn-reasons")
+
+
+@router.get(
+    "/metrics/explain",
+    response_model=ExplainAnswer,
+    summary="The customers and ledger rows behind one figure, with their Stripe events",
+    description="One figure of one period, as /v1/metrics/movements and /v1/metrics/mrr "
+    "report it for the same `period_start`, `interval`, `currency` and segment filters, "
+    "taken apart: every customer contributing to it, with the ledger rows (and the "
+    "Stripe event ids behind each) that make up its part. The rows' `value`s sum to "
+    "the customers' and those to `value`, which equals `reported` (the metric tables' "
+    "figure) whenever `stale` is false; series left out for want of an FX rate are left "
+    "out here too (explain `unconverted_movements` to see them). Read live from the "
+    "ledger. CSV: one line per ledger row, `value` summing to the figure.\n\n"
+    "Explainable metrics: " + ", ".join(f"`{m}`" for m in EXPLAINABLE) + " (`mrr` is "
+    "`mrr_end`, `customers` is `customers_end`). Any other metric is a 422 listing "
+    "these in `error.explainable`. A period starting after today is a 422.\n\n"
+    + D.formulas(EXPLAINABLE),
+    responses=CSV_RESPONSE,
+    openapi_extra=METADATA_PARAM,
+)
+def get_explain(
+    query: ExplainQueryDep,
+    fmt: FormatDep,
+    session: StreamSessionDep,
+    metric: Annotated[
+        str, Query(max_length=64, pattern=TEXT, description="The metric to take apart")
+    ],
+) -> Any:
+    answer = service.explain(session, query, metric)
+    if fmt == "csv":
+        return explain_csv(answer)
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 @router.get(

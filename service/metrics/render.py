@@ -15,6 +15,7 @@ from service.kit.csv import cell, csv_response, csv_stream
 from service.ledger.models import MrrMovement
 from service.ledger.schemas import Money
 from service.metrics.definitions import METRICS
+from service.metrics.schemas import ExplainAnswer
 
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -92,3 +93,35 @@ def ledger_csv(rows: Iterable[MrrMovement], as_of: datetime | None) -> Response:
         LEDGER_COLUMNS, map(_ledger_row, rows), filename="movements.csv",
         headers={"X-As-Of": cell(as_of)},
     )  # fmt: skip
+
+
+EXPLAIN_COLUMNS = (
+    "customer_id", "ledger_row_id", "day", "movement", "currency", "delta",
+    "reporting_currency", "fx_rate", "delta_reporting", "value", "event_ids",
+    "subscription_ids", "churn_reason", "churn_feedback",
+)  # fmt: skip
+
+
+def explain_csv(answer: ExplainAnswer) -> Response:
+    """One line per ledger row listed; the `value` column sums to the figure (also in
+    `X-Explain-Value`, beside the metric tables' `X-Reported`)."""
+    rows = (
+        (
+            c.customer_id, r.id, r.day, r.movement.value, r.delta.currency, r.delta.amount,
+            r.reporting.currency, r.reporting.fx_rate, r.reporting.delta, r.value,
+            " ".join(r.event_ids), " ".join(r.subscription_ids),
+            r.churn_reason and r.churn_reason.value, r.churn_feedback,
+        )
+        for c in answer.data
+        for r in c.rows
+    )  # fmt: skip
+    headers = {
+        "X-As-Of": cell(answer.as_of),
+        "X-Refreshed-At": cell(answer.refreshed_at),
+        "X-Stale": cell(answer.stale),
+        "X-Stale-Seconds": cell(answer.stale_seconds),
+        "X-Explain-Value": cell(answer.value),
+        "X-Reported": cell(answer.reported),
+    }
+    name = f"explain-{answer.metric}-{answer.period_start.isoformat()}.csv"
+    return csv_stream(EXPLAIN_COLUMNS, rows, filename=name, headers=headers)

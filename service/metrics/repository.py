@@ -237,6 +237,36 @@ class MetricsRepository:
     def newest_handled_event(self, account: str) -> int | None:
         return StripeEventRepository(self.session).newest_handled(account)
 
+    # --- explain: the ledger behind one figure -----------------------------------------
+
+    def explain_ledger(
+        self, account: str, currency: str, start: date | None, end: date
+    ) -> tuple[Sequence[MrrMovement], Sequence[SubscriptionState]]:
+        """Every ledger row in `currency` (reporting) of the customers with a row in
+        [start, end) (before `end` when `start` is None), all their days: whether a
+        series is left out unconverted depends on all of its rows. And the customers'
+        subscription states, which place them in their segment. Rows ordered by
+        (customer, day, currency), as the refresh reads them."""
+        t = MrrMovement
+        window = [t.account == account, t.reporting_currency == currency, t.day < end]
+        if start is not None:
+            window.append(t.day >= start)
+        customers = select(t.customer_id).where(*window).distinct()
+        rows = self.session.scalars(
+            select(t)
+            .where(
+                t.account == account,
+                t.reporting_currency == currency,
+                t.customer_id.in_(customers),
+            )
+            .order_by(t.customer_id, t.day, t.currency, t.id)
+        ).all()
+        s = SubscriptionState
+        states = self.session.scalars(
+            select(s).where(s.account == account, s.customer_id.in_(customers))
+        ).all()
+        return rows, states
+
 
 class MetricsStore(MetricsRepository):
     """The job's side: the ledger as frames, replacing an account's tables."""

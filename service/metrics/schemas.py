@@ -177,3 +177,38 @@ class MovementsPage(BaseModel):
     data: list[MovementOut] = Field(description="Ledger rows ordered by (day, id)")
     has_more: bool
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
+
+
+class ExplainedRow(MovementOut):
+    value: int = Field(
+        description="What this row adds to the figure: its `reporting.delta` for amounts; "
+        "1 or 0 for counts (a customer flipping on a day with rows in several currencies "
+        "counts once, on the first)"
+    )
+
+
+class ExplainedCustomer(BaseModel):
+    customer_id: str
+    value: int = Field(description="The customer's part of the figure: sum of its rows' `value`")
+    rows: list[ExplainedRow] = Field(description="Its ledger rows behind the figure, oldest first")
+
+
+class ExplainAnswer(MetricsAnswer):
+    metric: str
+    kind: Literal["amount", "count"] = Field(
+        description="amount: minor units of `currency`; count: customers or rows"
+    )
+    interval: CalendarInterval
+    period_start: date
+    period_end: date = Field(description="Exclusive")
+    value: int = Field(description="Sum of the customers' `value`: the figure explained")
+    display: str | None = Field(description="`value` as a decimal string, for amounts")
+    reported: int = Field(
+        description="The figure as /v1/metrics/* report it (the metric tables); equal to "
+        "`value` whenever `stale` is false"
+    )
+    customers: int = Field(description="Customers listed")
+    rows: int = Field(description="Ledger rows listed")
+    data: list[ExplainedCustomer] = Field(
+        description="Largest part first (by absolute value), then by customer id"
+    )

@@ -6,17 +6,25 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from service.kit import periods as P
 from service.kit.errors import invalid_parameter as invalid
 from service.ledger.schemas import Money
-from service.metrics.models import MetricsSegment
 from service.metrics.repository import MetricsRepository
 from service.metrics.schemas import SegmentBy
 from service.metrics.series import PeriodValues, chain, walk
+
+
+class SegmentAttributes(Protocol):
+    """What the segment filters look at: a `MetricsSegment`, or one customer's."""
+
+    plan: str | None
+    billing_interval: str | None
+    currency: str | None
+    metadata_: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ class Selection:
         # are not needed: a round trip saved.
         if attr or q.metadata or any(f is not None for f in filters):
             segments = self.repo.segments(q.account, self.currency)
-            chosen = [s for s in segments if self._matches(s)]
+            chosen = [s for s in segments if self.matches(s)]
             if len(chosen) != len(segments):
                 self.segment_keys = [s.segment for s in chosen]
             self._label = {s.segment: getattr(s, attr) if attr else None for s in chosen}
@@ -86,7 +94,8 @@ class Selection:
             raise invalid("currency", f"no metrics in {wanted}: the ledger reports in {default}")
         return wanted
 
-    def _matches(self, s: MetricsSegment) -> bool:
+    def matches(self, s: SegmentAttributes) -> bool:
+        """Whether a segment (or a customer's segment attributes) passes the filters."""
         q = self.q
         return (
             (q.plan is None or s.plan == q.plan)

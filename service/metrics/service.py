@@ -17,14 +17,20 @@ from sqlalchemy.orm import Session
 
 from service.kit import pagination
 from service.kit import periods as P
+from service.kit.errors import ApiError
+from service.kit.money import display
 from service.ledger.models import MrrMovement
 from service.ledger.service import movement_out
+from service.metrics import explain as X
 from service.metrics.repository import MetricsRepository
 from service.metrics.schemas import (
     ChurnAnswer,
     ChurnRow,
     CohortRow,
     CohortsAnswer,
+    ExplainAnswer,
+    ExplainedCustomer,
+    ExplainedRow,
     MovementsAnswer,
     MovementsPage,
     MovementsRow,
@@ -240,6 +246,73 @@ def cohorts(session: Session, q: MetricsQuery) -> CohortsAnswer:
     ]
     _, unconverted = sel.values()
     return CohortsAnswer(**sel.header(unconverted), data=rows)
+
+
+# --- explain: the rows behind one figure ---------------------------------------------------
+
+
+def _reported(p: PeriodValues, metric: str) -> int:
+    if metric in ("mrr", "mrr_end"):
+        return p.mrr_end
+    if metric == "mrr_start":
+        return p.mrr_start
+    if metric in ("customers", "customers_end"):
+        return p.customers_end
+    if metric == "customers_start":
+        return p.customers_start
+    return p.flows[metric]
+
+
+def explain(session: Session, q: MetricsQuery, metric: str) -> ExplainAnswer:
+    """The customers and ledger rows behind `metric` in the one period of `q`, selected
+    as the metric tables select them (reporting currency, unconverted series left out,
+    segment filters), so that they sum to the figure /v1/metrics/* report."""
+    if metric not in X.EXPLAINABLE:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"invalid parameter 'metric': {metric!r} is not a sum of ledger rows; "
+            f"explainable: {', '.join(X.EXPLAINABLE)}",
+            param="metric",
+            explainable=list(X.EXPLAINABLE),
+        )
+    sel = Selection(session, q, q.interval)
+    if not sel.periods:
+        raise invalid("period_start", "the period starts after today: nothing known yet")
+    values, unconverted = sel.values()
+    period = values[0]
+    start, end = period.start, period.end
+    boundary = start if X.at_start(metric) else end
+    rows, states = sel.repo.explain_ledger(
+        q.account, sel.currency, None if X.is_state(metric) else start, boundary
+    )
+    found = X.explain_ledger(metric, rows, states, start, end, sel.matches)
+    total = sum(c.value for c in found)
+    kind = X.kind_of(metric)
+    return ExplainAnswer(
+        **sel.header(unconverted),
+        metric=metric,
+        kind=kind,
+        interval=q.interval,
+        period_start=start,
+        period_end=end,
+        value=total,
+        display=display(total, sel.currency) if kind == "amount" else None,
+        reported=_reported(period, metric),
+        customers=len(found),
+        rows=sum(len(c.contributions) for c in found),
+        data=[
+            ExplainedCustomer(
+                customer_id=c.customer_id,
+                value=c.value,
+                rows=[
+                    ExplainedRow(**movement_out(x.row).model_dump(), value=x.value)
+                    for x in c.contributions
+                ],
+            )
+            for c in found
+        ],
+    )
 
 
 # --- the ledger rows ----------------------------------------------------------------------

@@ -316,6 +316,34 @@ class TestViews:
         page.wait_for_selector("main[data-loaded='movements']")
         assert page.locator("#drill-table tbody tr").count() > 0
 
+    def test_a_movement_figure_links_to_the_rows_behind_it(self, page, live):
+        sign_in(page, live)
+        w = window(page)
+        moves = live.get("/v1/metrics/movements", **w)["data"]
+        index, row = next((i, r) for i, r in enumerate(moves) if r["churned_mrr"]["amount"])
+        link = page.locator("#identity-table td[data-col='churned_mrr'] a.explain").nth(index)
+        assert link.inner_text() == usd(row["churned_mrr"]["amount"])
+        link.click()
+        page.wait_for_selector("main[data-loaded='explain']")
+        screenshot(page, "explain")
+        behind = live.get(
+            "/v1/metrics/explain", metric="churned_mrr", period_start=row["period_start"],
+            interval=w["interval"],
+        )  # fmt: skip
+        assert behind["value"] == behind["reported"] == row["churned_mrr"]["amount"]
+        rows = [r for c in behind["data"] for r in c["rows"]]
+        assert cells(page, "explain-table", "customer") == [r["customer_id"] for r in rows]
+        assert cells(page, "explain-table", "events") == [" ".join(r["event_ids"]) for r in rows]
+        shown = amounts(page, "explain-table", "value")
+        assert shown == [r["value"] for r in rows]
+        assert sum(shown) == row["churned_mrr"]["amount"]
+        total = page.get_attribute("#explain-total strong", "data-value")
+        assert int(total or 0) == row["churned_mrr"]["amount"]
+        assert "✓ the reported figure" in page.inner_text("#explain-total")
+        # Each customer leads on to its own page.
+        page.click(f"#explain-table a:text-is('{rows[0]['customer_id']}')")
+        page.wait_for_selector("main[data-loaded='customer']")
+
     def test_cohorts_and_reasons_equal_the_api(self, page, live):
         expect = require_browser().expect
         sign_in(page, live)

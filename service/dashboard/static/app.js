@@ -150,6 +150,15 @@ function onlyWhole(answer) {
   return answer.data.filter((r) => r.segment === null || r.segment === undefined);
 }
 
+// A figure as a link to the customers and ledger rows behind it (/v1/metrics/explain).
+function explainLink(metric, row, interval, content) {
+  const params = { metric, period_start: row.period_start, interval };
+  if (filters.segment) params.segment = filters.segment;
+  return h("a", { href: `#/explain?${new URLSearchParams(params)}`, class: "explain",
+    dataset: { explain: metric }, title: "The customers and ledger rows behind this figure" },
+    content);
+}
+
 function drill(params) {
   location.hash = `#/movements?${new URLSearchParams(params)}`;
 }
@@ -212,8 +221,8 @@ async function overview() {
         table([
           { label: "Period", cell: (r) => F.period(r.period_start, moves.interval), key: "period" },
           { label: "Start", cell: (r) => moneyCell(r.mrr_start), num: true, key: "mrr_start" },
-          ...FLOWS.map((f) => ({ label: `+ ${f.name}`, cell: (r) => moneyCell(r[f.key]),
-            num: true, key: f.key })),
+          ...FLOWS.map((f) => ({ label: `+ ${f.name}`, num: true, key: f.key,
+            cell: (r) => explainLink(f.key, r, moves.interval, moneyCell(r[f.key])) })),
           { label: "= End", cell: (r) => moneyCell(r.mrr_end), num: true, key: "mrr_end" },
           { label: "Identity", key: "identity", cell: (r) => {
             const sum = r.mrr_start.amount + FLOWS.reduce((a, f) => a + r[f.key].amount, 0);
@@ -614,9 +623,51 @@ async function movements(query) {
   ];
 }
 
+const EXPLAIN_NAMES = Object.fromEntries(FLOWS.map((f) => [f.key, `${f.name} MRR`]));
+
+async function explain(query) {
+  const params = { metric: query.get("metric"), period_start: query.get("period_start"),
+    interval: query.get("interval") ?? "month", currency: filters.currency };
+  const segment = query.get("segment") ?? "";
+  if (segment) {
+    const [kind, ...value] = segment.split(":");
+    params[SEGMENT_PARAMS[kind]] = value.join(":");
+  }
+  const answer = await get("/v1/metrics/explain", params);
+  const cur = answer.currency;
+  const amount = answer.kind === "amount";
+  const show = (v) => amount ? h("span", { dataset: { amount: v } }, F.money(v, cur)) : F.count(v);
+  const rows = answer.data.flatMap((c) => c.rows);
+  const name = EXPLAIN_NAMES[answer.metric] ?? answer.metric.replaceAll("_", " ");
+  const period = F.period(answer.period_start, answer.interval);
+  const agrees = answer.value === answer.reported;
+  return [
+    h("p", {}, h("a", { href: "#/overview" }, "← Overview")),
+    h("h1", {}, `${name}, ${period}${segment ? ` (${segment.replace(":", ": ")})` : ""}`),
+    h("p", { class: "note", id: "explain-total" },
+      `${F.count(answer.customers)} customers, ${F.count(answer.rows)} ledger rows, summing to `,
+      h("strong", { dataset: { value: answer.value } }, show(answer.value)), " ",
+      agrees ? h("span", { class: "ok" }, "✓ the reported figure")
+        : h("span", { class: "bad" }, ["≠ reported ", show(answer.reported),
+          answer.stale ? " (a refresh is due)" : ""])),
+    card("Behind the figure", { answer, csv: csvUrl("/v1/metrics/explain", params),
+      id: "card-explain",
+      note: "Each row is a ledger row and what it adds to the figure, with the Stripe events behind it." },
+      table([
+        { label: "Customer", cell: (r) => customerLink(r.customer_id), key: "customer" },
+        { label: "Day", cell: (r) => r.day, key: "day" },
+        { label: "Movement", cell: (r) => r.movement, key: "movement" },
+        { label: "Delta", cell: (r) => moneyCell(r.delta), num: true, key: "delta" },
+        { label: "Adds", cell: (r) => show(r.value), num: true, key: "value" },
+        { label: "Stripe events", cell: (r) => eventIds(r.event_ids), key: "events" },
+      ], rows, { caption: `${name}, ${period}: largest parts first`, id: "explain-table" })),
+  ];
+}
+
 // --- router, sign-in and errors -------------------------------------------------------------
 
-const VIEWS = { overview, churn, cohorts, reasons, payments, customers, customer, invoice, movements };
+const VIEWS = { overview, churn, cohorts, reasons, payments, customers, customer, invoice, movements,
+  explain };
 const FILTERED = new Set(["overview", "churn", "cohorts", "reasons", "payments"]);
 let ready = false; // the filter options and default window: loaded once per sign-in
 let generation = 0;

@@ -278,14 +278,3 @@ class LedgerRepository:
         rows += [{**mark, "day": None, "customer_id": c} for c in customers]
         if rows:
             self.session.execute(ChangedDay.__table__.insert(), rows)
-
-    def newest_change(self) -> int:
-        """The id of the newest mark: a refresh clears only marks up to what it saw."""
-        return self.session.scalar(select(func.max(ChangedDay.id))) or 0
-
-    def clear_changes(self, accounts: Sequence[str], up_to_id: int) -> None:
-        if accounts:
-            table = ChangedDay.__table__
-            self.session.execute(
-                table.delete().where(table.c.account.in_(accounts), table.c.id <= up_to_id)
-            )

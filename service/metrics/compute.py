@@ -16,13 +16,13 @@ Conventions (they are the API's too):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import date
 
 import numpy as np
 import pandas as pd
 
+from service.metrics.recount import canonical, segment_key
 from service.metrics.repository import DAILY_SUMS, PERIOD_SUMS, Tables
 
 PERIOD_INTERVALS = ("week", "month", "quarter", "year")
@@ -31,19 +31,25 @@ MOVEMENTS = ("new", "expansion", "contraction", "churn", "reactivation")
 
 def compute(ledger: pd.DataFrame, states: pd.DataFrame, through: date) -> Tables:
     """`ledger`: rows of one reporting currency sorted by (customer_id, day), `day` as
-    datetime64; `states`: the account's subscription states (may be empty)."""
+    datetime64; `states`: the account's subscription states (may be empty).
+
+    Every table is a sum over customers of what each customer's rows add (given
+    `through`), all-zero rows left out: `service.metrics.recount` adds a few customers'
+    share the same way, in plain Python, for the incremental refresh."""
     ledger = leave_out_unconverted(ledger)
     segments, segment_of = assign_segments(ledger, states)
     ledger = ledger.assign(segment=ledger["customer_id"].map(segment_of))
     days = customer_days(ledger)
     flips = days[days["flip"] != ""]
     daily = daily_flows(ledger, flips)
+    counted = ledger.drop_duplicates("customer_id")
     return Tables(
         segments=segments,
         daily=daily,
         periods=pd.concat([period_table(daily, flips, i, through) for i in PERIOD_INTERVALS]),
         churn=churn_reasons(ledger),
         cohorts=cohorts(ledger, days, flips, through),
+        customers=counted.set_index("customer_id")["segment"],
     )
 
 
@@ -65,10 +71,6 @@ def leave_out_unconverted(ledger: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _canonical(text: str | None) -> str:
-    return json.dumps(json.loads(text) if text else {}, sort_keys=True, separators=(",", ":"))
-
-
 def assign_segments(ledger: pd.DataFrame, states: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """Each customer's segment from its primary subscription; customers with no known
     subscription get their latest ledger currency and nothing else."""
@@ -85,13 +87,13 @@ def assign_segments(ledger: pd.DataFrame, states: pd.DataFrame) -> tuple[pd.Data
     attrs["currency"] = attrs["sub_currency"].fillna(attrs["currency"])
     # Canonical JSON once per distinct stored text, not once per customer.
     texts = attrs["metadata"].fillna("{}")
-    attrs["metadata"] = texts.map({t: _canonical(t) for t in texts.unique()})
+    attrs["metadata"] = texts.map({t: canonical(t) for t in texts.unique()})
     keys = ["plan", "billing_interval", "currency", "metadata"]
     combos = attrs[keys].drop_duplicates().reset_index(drop=True)
-    combos["segment"] = [
-        hashlib.sha1(json.dumps(list(row), default=str).encode()).hexdigest()[:16]
-        for row in combos.itertuples(index=False)
-    ]
+    # Missing attributes hash as None whatever pandas made of them (NaN in a column of
+    # strings, None in one of nothing else): the same customer, the same segment.
+    plain = combos.astype(object).where(combos.notna(), None)
+    combos["segment"] = [segment_key(*row) for row in plain.itertuples(index=False)]
     attrs = attrs.merge(combos, on=keys, how="left")
     counts = attrs.groupby("segment").size().rename("customers").reset_index()
     segments = combos.merge(counts, on="segment")
@@ -147,7 +149,10 @@ def daily_flows(ledger: pd.DataFrame, flips: pd.DataFrame) -> pd.DataFrame:
         .rename(columns=kinds)
     )
     out = flows.join(counts, how="outer").fillna(0).astype("int64").reset_index()
-    return out[["segment", "day", *DAILY_SUMS]]
+    # All-zero days (a movement whose reporting amount rounds to 0) are left out, as in
+    # every table: a row exists exactly when some customer adds to it.
+    out = out[(out[list(DAILY_SUMS)] != 0).any(axis=1)]
+    return out[["segment", "day", *DAILY_SUMS]].reset_index(drop=True)
 
 
 def period_floor(days: pd.Series, interval: str) -> pd.Series:

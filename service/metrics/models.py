@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Date, DateTime, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
@@ -163,3 +163,29 @@ class MetricsRefresh(Base):
     ledger_rows: Mapped[int] = mapped_column(BigInteger, default=0)
     # How long computing and writing took (the refresh-duration gauge).
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    # `metrics_counted` holds what these tables counted: a refresh may go on from them
+    # (incremental); False: the next refresh recomputes the account whole.
+    counted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class MetricsCounted(Base):
+    """The ledger rows as the metric tables last counted them, each with its customer's
+    segment then: what an incremental refresh subtracts before adding a customer's new
+    rows (the projector rewrites the ledger in place, so the old rows are gone from it).
+    One row per ledger row (same key); written from the frame the refresh read, never
+    copied from the ledger later, so that it is exactly what was counted."""
+
+    __tablename__ = "metrics_counted"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    reporting_currency: Mapped[str] = mapped_column(String(3))
+    segment: Mapped[str] = mapped_column(String(32))
+    movement: Mapped[str] = mapped_column(String(16))
+    from_mrr: Mapped[int] = mapped_column(BigInteger)
+    to_mrr: Mapped[int] = mapped_column(BigInteger)
+    delta_reporting: Mapped[int | None] = mapped_column(BigInteger)
+    churn_reason: Mapped[str | None] = mapped_column(String(16))
+    churn_feedback: Mapped[str | None] = mapped_column(String(64))

@@ -23,7 +23,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.ledger.repository import LedgerRepository
 from service.metrics.repository import MetricsStore
 from service.settings import Settings
 
@@ -43,10 +42,18 @@ class AccountRefresh:
     refreshed: bool  # False: nothing was waiting (another refresh got there first)
     ledger_rows: int = 0
     seconds: float = 0.0
+    incremental: bool = False  # only the marked customers were recounted
+    customers: int = 0  # how many were (incremental)
 
 
 def today_utc() -> date:
     return datetime.now(UTC).date()
+
+
+# An incremental refresh recounts at most this many customers, or this share of the
+# account's ledger rows' worth, before a whole recomputation is the cheaper path.
+INCREMENTAL_CUSTOMERS = 500
+INCREMENTAL_SHARE = 0.05
 
 
 def refresh_account(
@@ -55,33 +62,112 @@ def refresh_account(
     """Refresh one account's tables from its ledger, in the caller's transaction (the
     caller commits): the one entry point of every refresh. Waits for a concurrent refresh
     of the account to commit, then does nothing if it left nothing to do (no marks, and
-    `through` is today already), unless `force`."""
+    `through` is today already), unless `force`.
+
+    Incremental when it can be: only the marked customers are recounted (what their rows
+    as last counted added is taken off, what their rows now add is put on), as long as
+    `through` stays the same day (it moves every customer's exposure). A whole
+    recomputation otherwise: `force`, `through` moved, or too many customers marked
+    (or, never computed, in the ledger)."""
     started = time.perf_counter()
     store = MetricsStore(session)
     store.lock_account(account)
     today = today or today_utc()
-    seen = store.newest_mark(account)
-    if not force and seen == 0 and store.refreshed_through(account) == today:
+    marks = store.marks(account)
+    record = store.refresh_record(account)
+    if not force and not marks and record is not None and record.through == today:
         return AccountRefresh(account, refreshed=False)
-    from service.metrics.compute import compute  # pandas: loaded by whoever refreshes
-
     # Read the freshness first: the ledger read after it includes at least that much.
     as_of = store.newest_handled_event(account)
+    newest = store.newest_ledger_day(account)
+    through = today if newest is None else max(today, newest)
+    customers = {c for _, _, c in marks if c is not None}
+    days = [d for _, d, _ in marks if d is not None]
+    if days:
+        customers |= store.customers_on_days(account, days)
+    if record is None and not force:
+        # Never computed: no tables, nothing counted, so counting every customer of
+        # the ledger from nothing is exact (and, for a new account, cheap).
+        customers = store.ledger_customers(account, INCREMENTAL_CUSTOMERS + 1)
+    limit = max(INCREMENTAL_CUSTOMERS, INCREMENTAL_SHARE * (record.ledger_rows if record else 0))
+    incremental = (
+        not force
+        and (record is None or (record.counted and record.through == through))
+        and len(customers) <= limit
+    )
+    if incremental:
+        base = record.ledger_rows if record is not None else 0
+        rows = base + _recount(store, account, sorted(customers), through)
+    else:
+        rows = _recompute(store, account, through)
+    took = round((time.perf_counter() - started) * 1000)
+    store.record_refresh(account, as_of=as_of, through=through, rows=rows, duration_ms=took)
+    if marks:
+        store.clear_marks([i for i, _, _ in marks])
+    session.flush()
+    # The tables are current here: checks on what changed (closed-period restatements)
+    # belong between this point and the return.
+    seconds = time.perf_counter() - started
+    return AccountRefresh(account, True, rows, seconds, incremental, len(customers))
+
+
+def _recompute(store: MetricsStore, account: str, through: date) -> int:
+    """Every table of the account from its whole ledger; returns the rows counted."""
+    from service.metrics.compute import compute  # pandas: loaded by whoever refreshes
+
     ledger = store.ledger_frame(account)
     states = store.states_frame(account)
-    through = today if ledger.empty else max(today, ledger["day"].max().date())
     by_currency = {
         str(rc): compute(rows, states, through)
         for rc, rows in ledger.groupby("reporting_currency", sort=True)
     }
-    took = round((time.perf_counter() - started) * 1000)
-    store.replace(
-        account, by_currency, as_of=as_of, through=through, rows=len(ledger), duration_ms=took
-    )
-    if seen:
-        LedgerRepository(session).clear_changes([account], seen)
-    session.flush()
-    return AccountRefresh(account, True, len(ledger), time.perf_counter() - started)
+    store.replace(account, by_currency)
+    store.replace_counted(account, None, _with_segments(ledger, by_currency))
+    return len(ledger)
+
+
+def _recount(store: MetricsStore, account: str, customers: list[str], through: date) -> int:
+    """These customers' share of the tables replaced by what their rows add now (what
+    their rows as last counted added is taken off); returns the change in rows counted."""
+    if not customers:
+        return 0
+    # Plain Python (no pandas): a few customers' rows are a short walk.
+    from service.metrics.recount import Contributions, Row, State, by_customer, segment_of
+
+    fields = Row.__slots__
+    before = by_customer(store.counted_rows(account, customers))
+    now = by_customer(store.ledger_rows(account, customers))
+    states: dict[str, list[State]] = {}
+    for s in store.state_rows(account, customers):
+        states.setdefault(s.customer_id, []).append(State(*s))
+    sums: dict[str, Contributions] = {}
+    attrs: dict[str, dict[str, Any]] = {}
+    counted: list[dict[str, Any]] = []
+    for (_, rc), rows in before.items():
+        old = [Row(*r[: len(fields)]) for r in rows]
+        sums.setdefault(rc, Contributions(through)).add(old, rows[0].segment, -1)
+    for (customer, rc), rows in now.items():
+        new = [Row(*r) for r in rows]
+        segment, attrs[segment] = segment_of(new, states.get(customer, []))
+        sums.setdefault(rc, Contributions(through)).add(new, segment, +1)
+        counted += [{**r._asdict(), "segment": segment} for r in rows]
+    for rc, contributions in sorted(sums.items()):
+        store.apply(account, rc, contributions.changes(), attrs)
+    store.replace_counted(account, customers, counted)
+    return sum(map(len, now.values())) - sum(map(len, before.values()))
+
+
+def _with_segments(ledger: Any, by_currency: dict[str, Any]) -> Any:
+    """The ledger rows with the segment each row's customer was counted in."""
+    import pandas as pd
+
+    parts = []
+    for rc, tables in by_currency.items():
+        rows = ledger[ledger["reporting_currency"] == rc]
+        parts.append(rows.assign(segment=rows["customer_id"].map(tables.customers)))
+    if not parts:
+        return ledger.assign(segment=pd.Series(dtype=object))
+    return pd.concat(parts, ignore_index=True)
 
 
 def refresh(

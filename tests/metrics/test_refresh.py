@@ -8,18 +8,18 @@ import random
 import statistics
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db import make_sessionmaker
-from service.ledger.models import ChangedDay
+from service.ledger.models import ChangedDay, MrrMovement, SubscriptionState
 from service.ledger.repository import LedgerRepository
-from service.metrics.models import MetricsRefresh
+from service.metrics.models import MetricsCounted, MetricsRefresh, MetricsSegment
 from service.metrics.refresh import MetricsRefresher, refresh, refresh_account
 from service.metrics.repository import TABLES, MetricsRepository
 from service.projector.service import project_pending
@@ -28,7 +28,14 @@ from service.webhooks.schemas import parse_event
 from service.webhooks.service import store_event
 from sim.simulate import event_bytes, simulate
 from tests.conftest import Database
-from tests.metrics.scenario import TODAY, Step, add_series, d, seed_scenario
+from tests.metrics.scenario import (
+    TODAY,
+    Step,
+    add_series,
+    add_subscription,
+    d,
+    seed_scenario,
+)
 
 OPTIONS = LedgerOptions()
 _accounts = itertools.count()
@@ -42,6 +49,24 @@ def tables(session: Session, account: str) -> list[list[tuple]]:
         rows = session.execute(select(*columns).where(table.account == account)).all()
         out.append(sorted(tuple(str(v) for v in row) for row in rows))
     return out
+
+
+def counted(session: Session, account: str) -> list[tuple]:
+    t = MetricsCounted
+    columns = [c for c in t.__table__.columns]
+    rows = session.execute(select(*columns).where(t.account == account)).all()
+    return sorted(tuple(str(v) for v in row) for row in rows)
+
+
+def whole(session: Session, account: str, today: date) -> tuple[list, list]:
+    """What a whole recomputation over the same ledger writes (tables, counted rows),
+    undone afterwards."""
+    nested = session.begin_nested()
+    try:
+        assert not refresh_account(session, account, today=today, force=True).incremental
+        return tables(session, account), counted(session, account)
+    finally:
+        nested.rollback()
 
 
 def marks(session: Session, account: str = "") -> int:
@@ -85,6 +110,87 @@ class TestRefreshAccount:
         assert refresh(db_session, today=TODAY).accounts == [""]
 
 
+class TestIncremental:
+    """Only the marked customers are recounted, and the tables come out as a whole
+    recomputation writes them."""
+
+    def _refreshed(self, session: Session) -> None:
+        seed_scenario(session)
+        assert not refresh_account(session, "", today=TODAY, force=True).incremental
+
+    def _recount(self, session: Session, *customers: str, today: date = TODAY) -> None:
+        LedgerRepository(session).mark_changed("", [], list(customers))
+        done = refresh_account(session, "", today=today)
+        assert done.incremental and done.customers == len(customers)
+        assert (tables(session, ""), counted(session, "")) == whole(session, "", today)
+        assert marks(session) == 0
+
+    def _segments(self, session: Session) -> dict[tuple, int]:
+        rows = session.scalars(select(MetricsSegment).where(MetricsSegment.account == ""))
+        return {(r.plan, r.billing_interval, r.currency, str(r.metadata_)): r.customers
+                for r in rows}  # fmt: skip
+
+    def test_a_never_computed_account_is_counted_from_nothing(self, db_session: Session):
+        seed_scenario(db_session)
+        done = refresh_account(db_session, "", today=TODAY)
+        assert done.incremental and done.customers == 10 and done.ledger_rows == 22
+        assert (tables(db_session, ""), counted(db_session, "")) == whole(db_session, "", TODAY)
+
+    def test_a_new_customer(self, db_session: Session):
+        self._refreshed(db_session)
+        add_series(db_session, "late", [Step(d(4, 29), 1000)])
+        add_subscription(db_session, "late", plan="gold", interval="month", mrr=1000)
+        self._recount(db_session, "late")
+        assert self._segments(db_session)[("gold", "month", "usd", "{}")] == 1
+        record = db_session.get(MetricsRefresh, "")
+        assert record is not None and record.ledger_rows == 23  # 22 seeded + 1
+
+    def test_a_rewritten_history(self, db_session: Session):
+        self._refreshed(db_session)
+        db_session.execute(delete(MrrMovement).where(MrrMovement.customer_id == "c2"))
+        add_series(db_session, "c2", [Step(d(1, 10), 7000), Step(d(3, 3), 9000)])
+        self._recount(db_session, "c2")
+
+    def test_a_customer_moving_segment_leaves_the_old_one(self, db_session: Session):
+        self._refreshed(db_session)
+        basic = ("basic", "month", "usd", "{}")
+        assert self._segments(db_session)[basic] == 5  # c2, c5, c7, c9, c10
+        db_session.execute(
+            update(SubscriptionState)
+            .where(SubscriptionState.customer_id == "c10")
+            .values(plan="gold")
+        )
+        self._recount(db_session, "c10")
+        after = self._segments(db_session)
+        assert after[basic] == 4 and after[("gold", "month", "usd", "{}")] == 1
+
+    def test_a_customer_gone_from_the_ledger(self, db_session: Session):
+        self._refreshed(db_session)
+        db_session.execute(delete(MrrMovement).where(MrrMovement.customer_id == "c3"))
+        self._recount(db_session, "c3")
+        record = db_session.get(MetricsRefresh, "")
+        assert record is not None and record.ledger_rows == 21
+
+    def test_fx_day_marks_recount_the_customers_with_rows_on_those_days(self, db_session: Session):
+        self._refreshed(db_session)
+        db_session.execute(
+            update(MrrMovement)
+            .where(MrrMovement.customer_id == "c6", MrrMovement.day == d(2, 10))
+            .values(delta_reporting=None)
+        )
+        LedgerRepository(db_session).mark_changed("", [d(2, 10)])
+        done = refresh_account(db_session, "", today=TODAY)
+        # c6 and c9 have rows on 10 February.
+        assert done.incremental and done.customers == 2
+        assert (tables(db_session, ""), counted(db_session, "")) == whole(db_session, "", TODAY)
+
+    def test_a_moved_through_recomputes_whole(self, db_session: Session):
+        self._refreshed(db_session)
+        add_series(db_session, "future", [Step(d(5, 3), 1000)])  # after TODAY
+        LedgerRepository(db_session).mark_changed("", [], ["future"])
+        assert not refresh_account(db_session, "", today=TODAY).incremental
+
+
 class TestMetricsRefresher:
     def test_a_poke_refreshes_within_the_max_delay(self, fresh_database: Database):
         factory = make_sessionmaker(fresh_database.engine)
@@ -93,7 +199,12 @@ class TestMetricsRefresher:
             session.commit()
         done = threading.Event()
         refresher = MetricsRefresher(
-            factory, debounce_s=0.2, max_delay_s=1.0, poll_s=60, on_refresh=lambda r: done.set()
+            factory,
+            debounce_s=0.2,
+            max_delay_s=1.0,
+            poll_s=60,
+            rest_factor=0,
+            on_refresh=lambda r: done.set(),
         )
         refresher.start()
         try:
@@ -249,16 +360,23 @@ class TestConcurrentRefreshes:
 
 def _deliver(
     session: Session, account: str, events: list, chunks: int, today: date, now: int
-) -> None:
+) -> int:
     """The events in `chunks` arrivals; after each, what the service does live: project,
-    then refresh the account."""
+    then refresh the account, and its tables are a whole recomputation's. Returns how
+    many refreshes were incremental."""
     size = len(events) // chunks + 1
+    incremental = 0
     for start in range(0, len(events), size):
         for event in events[start : start + size]:
             body = event_bytes(event)
             store_event(session, body, parse_event(body))
         while project_pending(session, OPTIONS, limit=50, now=now):
-            refresh_account(session, account, today=today)
+            done = refresh_account(session, account, today=today)
+            incremental += done.incremental
+            assert (tables(session, account), counted(session, account)) == whole(
+                session, account, today
+            )
+    return incremental
 
 
 class TestLiveEqualsFull:
@@ -288,3 +406,76 @@ class TestLiveEqualsFull:
         refresh(db_session, accounts=[account], full=True, today=today)
         assert tables(db_session, account) == live
         assert marks(db_session, account) == 0
+
+
+BASE = date(2025, 1, 1)
+PLANS = ("basic", "pro", None)  # None: no subscription known
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[tuple[str, str | None, list[Step]]]:
+    """One customer's ledger: series (currency, FX rate or None, steps) and a plan."""
+    out = []
+    for currency in draw(st.sets(st.sampled_from(["usd", "eur", "jpy"]), min_size=1, max_size=2)):
+        rate = draw(st.sampled_from(["1", "1.1", "0.0067", None]))
+        raw = draw(st.dictionaries(st.integers(0, 150), st.sampled_from([0, 1000, 2500, 12000]),
+                                   max_size=6))  # fmt: skip
+        steps, before = [], 0
+        for offset, mrr in sorted(raw.items()):
+            if mrr != before:
+                reason = "voluntary" if offset % 2 else "involuntary"
+                steps.append(Step(BASE + timedelta(days=offset), mrr, rate=rate, reason=reason))
+                before = mrr
+        out.append((currency, rate, steps))
+    return out
+
+
+class TestIncrementalEqualsWholeForAnyChanges:
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        rounds=st.lists(
+            st.lists(
+                st.tuples(st.integers(0, 7), histories(), st.sampled_from(PLANS)),
+                min_size=1,
+                max_size=4,
+            ),
+            min_size=1,
+            max_size=6,
+        ),
+        # Within the histories too: `through` is then the newest ledger day, and a
+        # history reaching past it moves it (a whole recomputation).
+        today=st.sampled_from([BASE + timedelta(days=120), BASE + timedelta(days=200)]),
+    )
+    def test_any_sequence_of_rewrites(self, db_session: Session, rounds: list, today: date):
+        """Rounds of customers whose ledger history and plan are rewritten at random (a
+        projection), each followed by a refresh: the tables equal a whole recomputation
+        after every one."""
+        account = f"acct_incr_{next(_accounts)}"
+        refresh_account(db_session, account, today=today)
+        incremental = 0
+        for changes in rounds:
+            touched = []
+            for n, history, plan in changes:
+                customer = f"cus_{n}"
+                touched.append(customer)
+                for model in (MrrMovement, SubscriptionState):
+                    db_session.execute(
+                        delete(model).where(model.account == account, model.customer_id == customer)
+                    )
+                for currency, _, steps in history:
+                    if steps:
+                        add_series(db_session, customer, steps, currency=currency, account=account)
+                if plan is not None:
+                    add_subscription(db_session, customer, plan=plan, interval="month",
+                                     currency=history[0][0], account=account)  # fmt: skip
+                db_session.flush()
+            LedgerRepository(db_session).mark_changed(account, [], touched)
+            incremental += refresh_account(db_session, account, today=today).incremental
+            assert (tables(db_session, account), counted(db_session, account)) == whole(
+                db_session, account, today
+            )
+            assert marks(db_session, account) == 0

@@ -6,8 +6,8 @@ place) and adds what their new rows contribute. `metrics_refreshes.counted` says
 this table matches an account's metric tables; existing accounts start False, so their
 next refresh recomputes them whole and fills it.
 
-Revision ID: 0014_metrics_counted
-Revises: 0013_refresh_duration
+Revision ID: 0015_metrics_counted
+Revises: 0014_plan_names
 Create Date: 2026-12-02 19:00:00.000000
 """
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_metrics_counted"
-down_revision = "0013_refresh_duration"
+revision = "0015_metrics_counted"
+down_revision = "0014_plan_names"
 branch_labels = None
 depends_on = None
 

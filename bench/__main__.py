@@ -1,4 +1,5 @@
-"""`make bench`: ingest, rebuild, query latency and memory, in one run, against targets.
+"""`make bench`: ingest, rebuild, query latency and memory, projector, metrics refresh and
+freshness, in one run, against targets.
 
 Every speed figure is measured in the same run as its baseline (ratios are what to
 compare: the machine is shared and noisy). Results: bench/results/bench-*.json and a
@@ -40,6 +41,9 @@ TARGETS = {
     # Issue 13's.
     "large_customer_new_event_ms": 20,
     "drain_stored_vs_empty": 1.0,  # must not fall with the store's size (noise aside)
+    # Issue 14's.
+    "refresh_one_event_ms": 200,
+    "freshness_p99_s": 2.0,
 }
 
 
@@ -185,13 +189,39 @@ def render(report: dict[str, Any]) -> Table:
             f"{ratio:.2f}" if ratio is not None else "",
             None if not r["stored_events"] or ratio is None else ratio >= 0.8,
         )
+    for engine, r in (report.get("refresh") or {}).items():
+        target = TARGETS["refresh_one_event_ms"]
+        inc = r["one_event_incremental_ms_median"]
+        _row(
+            table,
+            f"metrics refresh {engine} after one event, {r['customers']:,} customers"
+            f" (max {r['one_event_incremental_ms_max']} ms)",
+            f"{inc} ms",
+            f"< {target} ms; whole {r['whole_ms_median']} ms",
+            f"{r['whole_vs_incremental']}× faster",
+            inc < target and r["all_incremental"],
+        )
+    fresh = report.get("freshness") or {}
+    for engine, r in (fresh.get("engines") or {}).items():
+        target = TARGETS["freshness_p99_s"]
+        _row(
+            table,
+            f"webhook → /v1/metrics/mrr {engine}, {r['achieved_rate']} ev/s"
+            f" (p50 {r['visible_p50_s']} s, missing {r['missing']})",
+            f"p99 {r['visible_p99_s']} s",
+            f"< {target} s at {fresh['rate']} ev/s",
+            "",
+            r["missing"] == 0 and r["visible_p99_s"] is not None and r["visible_p99_s"] < target,
+        )
     return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--only", choices=["ingest", "rebuild", "query", "projector"], action="append"
+        "--only",
+        choices=["ingest", "rebuild", "query", "projector", "refresh", "freshness"],
+        action="append",
     )
     parser.add_argument("--rounds", type=int, default=3, help="ingest rounds per server")
     parser.add_argument("--seconds", type=float, default=4, help="ingest seconds per round")
@@ -202,8 +232,13 @@ def main() -> None:
     parser.add_argument(
         "--stored-customers", type=int, default=7_000, help="projector store size (~100k events)"
     )
+    parser.add_argument(
+        "--refresh-customers", type=int, default=100_000, help="metrics refresh ledger size"
+    )
+    parser.add_argument("--freshness-rate", type=float, default=200, help="events/s")
+    parser.add_argument("--freshness-seconds", type=float, default=15)
     args = parser.parse_args()
-    parts = args.only or ["ingest", "rebuild", "query", "projector"]
+    parts = args.only or ["ingest", "rebuild", "query", "projector", "refresh", "freshness"]
     console = Console(width=160)
     report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds")}
     timings: dict[str, float] = {}
@@ -240,6 +275,23 @@ def main() -> None:
             ["sqlite", "postgresql"], 5000, 10, [0, args.stored_customers], 150
         )
         timings["projector"] = time.perf_counter() - t
+    if "refresh" in parts:
+        from bench import metrics_refresh
+
+        console.print(f"[bold]refresh[/]: one event, {args.refresh_customers:,} customers")
+        t = time.perf_counter()
+        report["refresh"] = metrics_refresh.run(customers=args.refresh_customers, months=36)
+        timings["refresh"] = time.perf_counter() - t
+    if "freshness" in parts:
+        from bench import freshness
+
+        console.print(f"[bold]freshness[/]: {args.freshness_rate:g} events/s, webhook → MRR")
+        t = time.perf_counter()
+        report["freshness"] = {
+            "rate": args.freshness_rate,
+            "engines": freshness.run(args.freshness_rate, args.freshness_seconds),
+        }
+        timings["freshness"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     report["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     report["targets"] = TARGETS

@@ -203,10 +203,11 @@ class MetricsRefresher:
     It also polls every `poll_s` for marks written elsewhere (FX rates, another process)
     and for tables whose `through` is before today (the day rolled over).
 
-    After a round that took d seconds the next waits at least `rest_factor` × d: a refresh
-    recomputes whole accounts (6 s at 100k customers on SQLite, holding the write lock),
-    and back-to-back rounds would leave the receiver and the projector the lock only
-    between them. With the default 3, refreshing takes at most a quarter of the time."""
+    After a round that took d seconds the next waits at least `rest_factor` × d: most
+    rounds are incremental (milliseconds), but a whole recomputation (the day rolled over,
+    a large batch) takes seconds at 100k customers on SQLite, holding the write lock, and
+    back-to-back rounds would leave the receiver and the projector the lock only between
+    them. With the default 3, refreshing takes at most a quarter of the time."""
 
     def __init__(
         self,

@@ -36,12 +36,10 @@ TARGET_MS = 200
 
 def _one_event(session: Session, customer: str, day: date) -> None:
     """What a projection of one upgrade writes: a ledger row and the customer's mark."""
-    last = session.scalars(
-        select(MrrMovement)
-        .where(MrrMovement.account == "", MrrMovement.customer_id == customer)
-        .order_by(MrrMovement.day.desc())
-        .limit(1)
-    ).first()
+    rows = session.scalars(
+        select(MrrMovement).where(MrrMovement.account == "", MrrMovement.customer_id == customer)
+    ).all()
+    last = max(rows, key=lambda r: r.day, default=None)
     before = last.to_mrr if last is not None else 0
     after = before + 1000
     currency = last.currency if last is not None else "usd"

@@ -427,7 +427,11 @@ class MetricsStore(MetricsRepository):
     ) -> list[Row[Any]]:
         out: list[Row[Any]] = []
         for part in _chunks(sorted(customers)):
-            out += self.session.execute(stmt.where(column.in_(part)).order_by(*order)).all()
+            out += self.session.execute(stmt.where(column.in_(part))).all()
+        # Sorted here, not by ORDER BY: with one, SQLite may walk the (account, day)
+        # index of the whole ledger in order instead of looking the customers up.
+        names = [c.key for c in order]
+        out.sort(key=lambda r: tuple(getattr(r, n) for n in names))
         return out
 
     def states_frame(self, account: str) -> pd.DataFrame:
@@ -453,11 +457,36 @@ class MetricsStore(MetricsRepository):
                 self.session.execute(delete(t).where(t.account == account, t.customer_id.in_(part)))
         if isinstance(rows, list):
             records = [{**r, "account": account} for r in rows]
+            if records:
+                self._insert(t, records)
+            return
+        self._bulk_insert(t.__table__, rows.assign(account=account))
+
+    def _bulk_insert(self, table: Any, frame: pd.DataFrame) -> None:
+        """Many rows (a whole ledger's) through the driver: COPY on PostgreSQL, one
+        executemany of tuples on SQLite; through SQLAlchemy it took most of a whole
+        refresh (30 s at 300k rows on PostgreSQL)."""
+        if frame.empty:
+            return
+        names = [c.name for c in table.columns]
+        out = frame[names].copy()
+        for column in names:
+            if out[column].dtype.kind == "M":
+                out[column] = out[column].dt.date
+        rows = list(out.astype(object).where(out.notna(), None).itertuples(index=False))
+        connection = self.session.connection().connection
+        quoted = ", ".join(f'"{n}"' for n in names)
+        if self.session.get_bind().dialect.name == "postgresql":
+            statement = f'COPY "{table.name}" ({quoted}) FROM STDIN'
+            with connection.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
         else:
-            columns = [c.name for c in t.__table__.columns if c.name != "account"]
-            records = _records(rows[columns], {"account": account})
-        if records:
-            self._insert(t, records)
+            marks = ", ".join("?" for _ in names)
+            cursor = connection.cursor()
+            # Dates as ISO text, as SQLAlchemy stores them on SQLite.
+            rows = [tuple(v.isoformat() if isinstance(v, date) else v for v in r) for r in rows]
+            cursor.executemany(f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})', rows)
 
     def apply(
         self, account: str, currency: str, changes: dict[str, dict[tuple, list[int]]],

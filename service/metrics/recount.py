@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -136,12 +136,14 @@ class Contributions:
     def __init__(self, through: date) -> None:
         self.through = through
         self.horizon = through + timedelta(days=1)
+        self.spans: Counter[tuple[str, date, date]] = Counter()
         self.sums: dict[str, defaultdict[tuple, list[int]]] = {
             name: defaultdict(_zeros(len(values))) for name, (_, _, values) in SUMMED.items()
         }
 
     def changes(self) -> dict[str, dict[tuple, list[int]]]:
         """The non-zero sums."""
+        self._expose()
         return {name: {k: v for k, v in sums.items() if any(v)} for name, sums in self.sums.items()}
 
     def add(self, rows: Sequence[Row], segment: str, sign: int) -> None:
@@ -160,38 +162,41 @@ class Contributions:
                 _add(target, values, sign, offset)
         for interval in INTERVALS:
             self._turnover(flips, segment, interval, sign)
-            self._exposure(flips, segment, interval, sign)
+        self._exposure(flips, segment, sign)
         self._churn(rows, segment, sign)
         self._cohorts(rows, flips, segment, sign)
 
-    def _exposure(
-        self, flips: Sequence[tuple[date, str]], segment: str, interval: str, sign: int
-    ) -> None:
+    def _exposure(self, flips: Sequence[tuple[date, str]], segment: str, sign: int) -> None:
         """Customer-days: the days the customer is active at the start of, from the day
-        after each activation to the day of the churn that ends it, up to `through`."""
-        periods = self.sums["periods"]
-        index = _PERIOD_INDEX["customer_days"]
+        after each activation to the day of the churn that ends it, up to `through`.
+        Gathered as spans and spread over periods once per distinct span (`_expose`):
+        the customers of one round mostly share theirs (all new today, say)."""
         opened = None
-        spans = []
         for day, kind in flips:
             if kind == "churn":
-                spans.append((opened, day + timedelta(days=1)))
+                self.spans[(segment, opened, day + timedelta(days=1))] += sign
                 opened = None
             else:
                 opened = day + timedelta(days=1)
         if opened is not None:
-            spans.append((opened, self.horizon))
-        for first, until in spans:
+            self.spans[(segment, opened, self.horizon)] += sign
+
+    def _expose(self) -> None:
+        periods = self.sums["periods"]
+        index = _PERIOD_INDEX["customer_days"]
+        for (segment, first, until), count in self.spans.items():
             end = min(until, self.horizon)
-            if first >= end:
+            if not count or first >= end:
                 continue
-            start = period_start(first, interval)
-            while start < end:
-                stop = next_period(start, interval)
-                overlap = (min(stop, end) - max(start, first)).days
-                if overlap > 0:
-                    periods[(segment, interval, start)][index] += sign * overlap
-                start = stop
+            for interval in INTERVALS:
+                start = period_start(first, interval)
+                while start < end:
+                    stop = next_period(start, interval)
+                    overlap = (min(stop, end) - max(start, first)).days
+                    if overlap > 0:
+                        periods[(segment, interval, start)][index] += count * overlap
+                    start = stop
+        self.spans.clear()
 
     def _turnover(
         self, flips: Sequence[tuple[date, str]], segment: str, interval: str, sign: int

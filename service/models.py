@@ -11,12 +11,14 @@ from service.ledger.models import (
     SubscriptionState,
 )
 from service.metrics.models import (
+    ClosedPeriod,
     MetricsChurnDaily,
     MetricsCohort,
     MetricsDaily,
     MetricsPeriod,
     MetricsRefresh,
     MetricsSegment,
+    Restatement,
 )
 from service.payments.models import PaymentAlert, PaymentEpisode, PaymentRiskState
 from service.sync.models import ReconcileRun, SyncCursor
@@ -25,6 +27,7 @@ from service.webhooks.models import EventSource, QueuedEvent, StripeEvent
 __all__ = [
     "Base",
     "ChangedDay",
+    "ClosedPeriod",
     "DataQualityWarning",
     "EventSource",
     "FxRate",
@@ -41,6 +44,7 @@ __all__ = [
     "PaymentRiskState",
     "QueuedEvent",
     "ReconcileRun",
+    "Restatement",
     "StripeEvent",
     "SubscriptionMrrChange",
     "SubscriptionState",

@@ -183,3 +183,32 @@ async def output_format(
 
 
 FormatDep = Annotated[str, Depends(output_format)]
+
+
+async def as_known_on(
+    as_known_on: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            description="The figures as published on this day (`YYYY-MM-DD`: to the end of "
+            "the UTC day) or at this instant (ISO 8601 with zone): each month's as it was "
+            "closed (POST /v1/periods/{month}/close), with the restatements detected by "
+            "then. Monthly, whole-account answers of closed months only (422 otherwise); "
+            "without it, the figures as they are now.",
+        ),
+    ] = None,
+) -> date | datetime | None:
+    if as_known_on is None:
+        return None
+    try:
+        if len(as_known_on) == 10:
+            return date.fromisoformat(as_known_on)
+        when = datetime.fromisoformat(as_known_on.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid("as_known_on", "a day (YYYY-MM-DD) or an ISO 8601 instant") from None
+    if when.tzinfo is None:
+        raise invalid("as_known_on", "an instant needs its zone (e.g. Z)")
+    return when
+
+
+AsKnownOn = Annotated[date | datetime | None, Depends(as_known_on)]

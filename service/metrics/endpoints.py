@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
-from service.db import StreamSessionDep
-from service.kit.auth import require_api_key
+from service.db import SessionDep, StreamSessionDep
+from service.kit.auth import SettingsDep, require_api_key, require_write_key
 from service.kit.errors import ErrorResponse
 from service.ledger.dependencies import require_current_reporting_currency
 from service.ledger.models import Movement
@@ -18,6 +18,7 @@ from service.metrics.dependencies import (
     METADATA_PARAM,
     TEXT,
     Account,
+    AsKnownOn,
     ChurnOptionsDep,
     ExplainQueryDep,
     FormatDep,
@@ -27,12 +28,15 @@ from service.metrics.explain import EXPLAINABLE
 from service.metrics.render import CSV_RESPONSE, explain_csv, ledger_csv, respond
 from service.metrics.schemas import (
     ChurnAnswer,
+    ClosedPeriodOut,
+    ClosedPeriodsPage,
     CohortsAnswer,
     ExplainAnswer,
     MovementsAnswer,
     MovementsPage,
     MrrAnswer,
     ReasonsAnswer,
+    RestatementsPage,
 )
 
 REPORTING_CHANGED = (
@@ -82,15 +86,20 @@ def _route(path: str, model: type, summary: str, text: str, metrics: tuple[str, 
 
 @_route("/metrics/mrr", MrrAnswer, "MRR, ARR, customers and ARPA per period",
         "State at the end of each period.", D.MRR_METRICS)  # fmt: skip
-def get_mrr(query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep) -> Any:
-    return respond(service.mrr(session, query), fmt, PERIOD_LEAD, D.MRR_METRICS, "mrr")
+def get_mrr(
+    query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep, as_known_on: AsKnownOn = None
+) -> Any:
+    answer = service.mrr(session, query, as_known_on)
+    return respond(answer, fmt, PERIOD_LEAD, D.MRR_METRICS, "mrr")
 
 
 @_route("/metrics/movements", MovementsAnswer, "MRR movements per period",
         "New, expansion, contraction, churned and reactivation MRR with the MRR at both "
         "ends; `mrr_end = mrr_start + movements` holds exactly.", D.MOVEMENT_METRICS)  # fmt: skip
-def get_movements(query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep) -> Any:
-    answer = service.movements(session, query)
+def get_movements(
+    query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep, as_known_on: AsKnownOn = None
+) -> Any:
+    answer = service.movements(session, query, as_known_on)
     return respond(answer, fmt, PERIOD_LEAD, D.MOVEMENT_METRICS, "movements")
 
 
@@ -186,3 +195,61 @@ def list_movements(
         session, account, start=start, end=end, movement=type, customer=customer,
         currency_code=currency_code, cursor=cursor, limit=limit,
     )  # fmt: skip
+
+
+# --- closed months ----------------------------------------------------------------------
+
+MONTH = r"^[0-9]{4}-[0-9]{2}$"
+
+
+@router.post(
+    "/periods/{period}/close",
+    response_model=ClosedPeriodOut,
+    status_code=201,
+    tags=["periods"],
+    dependencies=[Depends(require_write_key)],
+    summary="Close a month: freeze its published figures",
+    description="Refreshes the account's metric tables, then keeps the month's figures "
+    "(reporting currency, whole account) as published. A refresh that later changes them "
+    "(a late or backdated event) records a restatement (GET /v1/restatements) and sends a "
+    "`period.restated` alert through the alert webhook. Needs a write key. 409 when the "
+    "month is closed already; 422 for a month that is not YYYY-MM or not over yet.",
+    responses={
+        403: {"model": ErrorResponse, "description": "Not a write key"},
+        409: {"model": ErrorResponse, "description": "`period_closed`: closed already"},
+    },
+)
+def close_period(
+    session: SessionDep,
+    settings: SettingsDep,
+    period: Annotated[str, Path(max_length=7, description="The month, YYYY-MM")],
+    account: Account = "",
+) -> ClosedPeriodOut:
+    today = datetime.now(UTC).date()
+    return service.close_period(session, account, settings.reporting_currency, period, today)
+
+
+@router.get(
+    "/periods",
+    response_model=ClosedPeriodsPage,
+    tags=["periods"],
+    summary="The closed months, with their figures at the close and as published now",
+)
+def list_periods(session: StreamSessionDep, account: Account = "") -> ClosedPeriodsPage:
+    return service.closed_periods(session, account)
+
+
+@router.get(
+    "/restatements",
+    response_model=RestatementsPage,
+    tags=["periods"],
+    summary="Changes to closed months: old and new figures and the events that caused them",
+)
+def list_restatements(
+    session: StreamSessionDep,
+    account: Account = "",
+    period: Annotated[
+        str | None, Query(max_length=7, pattern=MONTH, description="Only this month, YYYY-MM")
+    ] = None,
+) -> RestatementsPage:
+    return service.restatements(session, account, period)

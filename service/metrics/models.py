@@ -2,7 +2,8 @@
 
 All amounts are integer minor units of the reporting currency (sums of `delta_reporting`).
 Every table is keyed by account and reporting currency and can be dropped and recomputed
-from the ledger at any time.
+from the ledger at any time, except the closed periods and their restatements at the end:
+what was published, and when, is history the ledger does not keep.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db import Base
+from service.db import Base, BigIntPK
 
 
 def _amount() -> Mapped[int]:
@@ -189,3 +190,36 @@ class MetricsCounted(Base):
     delta_reporting: Mapped[int | None] = mapped_column(BigInteger)
     churn_reason: Mapped[str | None] = mapped_column(String(16))
     churn_feedback: Mapped[str | None] = mapped_column(String(64))
+
+
+class ClosedPeriod(Base):
+    """A month finance closed: its figures as published at the close, and as published
+    now (each restatement moves `figures` to what the tables then said)."""
+
+    __tablename__ = "closed_periods"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    reporting_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    period: Mapped[date] = mapped_column(Date, primary_key=True)  # the month's first day
+    closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Stripe `created` (unix s) of the newest event the figures included at the close.
+    as_of: Mapped[int | None] = mapped_column(BigInteger)
+    figures_at_close: Mapped[dict[str, int]] = mapped_column(JSON)
+    figures: Mapped[dict[str, int]] = mapped_column(JSON)
+
+
+class Restatement(Base):
+    """A refresh found a closed month's figures changed: what changed (old → new per
+    metric) and the Stripe events received after the close that touched the month."""
+
+    __tablename__ = "restatements"
+    __table_args__ = (Index("ix_restatements_period", "account", "reporting_currency", "period"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(255))
+    reporting_currency: Mapped[str] = mapped_column(String(3))
+    period: Mapped[date] = mapped_column(Date)
+    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # {metric: [old, new]} for every figure that changed.
+    changes: Mapped[dict[str, list[int]]] = mapped_column(JSON)
+    event_ids: Mapped[list[str]] = mapped_column(JSON)

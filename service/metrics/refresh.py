@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.metrics.closing import restate
 from service.metrics.repository import MetricsStore
 from service.settings import Settings
 
@@ -110,6 +111,7 @@ def refresh_account(
     session.flush()
     # The tables are current here: checks on what changed (closed-period restatements)
     # belong between this point and the return.
+    restate(session, account, today)
     seconds = time.perf_counter() - started
     return AccountRefresh(account, True, rows, seconds, incremental, len(customers))
 

@@ -33,6 +33,7 @@ from service.kit.sql import chunks
 from service.ledger.models import ChangedDay, MrrMovement, SubscriptionState
 from service.ledger.repository import LedgerRepository
 from service.metrics.models import (
+    ClosedPeriod,
     MetricsChurnDaily,
     MetricsCohort,
     MetricsCounted,
@@ -40,7 +41,9 @@ from service.metrics.models import (
     MetricsPeriod,
     MetricsRefresh,
     MetricsSegment,
+    Restatement,
 )
+from service.webhooks.models import StripeEvent
 from service.webhooks.repository import StripeEventRepository
 
 if TYPE_CHECKING:
@@ -284,6 +287,64 @@ class MetricsRepository:
             select(s).where(s.account == account, s.customer_id.in_(customers))
         ).all()
         return rows, states
+
+
+class PeriodsRepository:
+    """Closed months and their restatements (all their SQL)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def closed(self, account: str, currency: str | None = None) -> Sequence[ClosedPeriod]:
+        t = ClosedPeriod
+        where = [t.account == account]
+        if currency is not None:
+            where.append(t.reporting_currency == currency)
+        stmt = select(t).where(*where).order_by(t.reporting_currency, t.period)
+        return self.session.scalars(stmt).all()
+
+    def get(self, account: str, currency: str, period: date) -> ClosedPeriod | None:
+        return self.session.get(ClosedPeriod, (account, currency, period))
+
+    def add(self, row: ClosedPeriod | Restatement) -> None:
+        self.session.add(row)
+        self.session.flush()
+
+    def restatements(
+        self, account: str, currency: str | None = None, period: date | None = None
+    ) -> Sequence[Restatement]:
+        t = Restatement
+        where = [t.account == account]
+        if currency is not None:
+            where.append(t.reporting_currency == currency)
+        if period is not None:
+            where.append(t.period == period)
+        return self.session.scalars(select(t).where(*where).order_by(t.id)).all()
+
+    def month_rows(
+        self, account: str, currency: str, start: date, end: date
+    ) -> Sequence[tuple[str, list[str]]]:
+        """(customer, event ids) of the ledger rows in [start, end)."""
+        t = MrrMovement
+        stmt = select(t.customer_id, t.event_ids).where(
+            t.account == account, t.reporting_currency == currency, t.day >= start, t.day < end
+        )
+        return [(c, list(ids or [])) for c, ids in self.session.execute(stmt)]
+
+    def events_received_after(
+        self, account: str, after: datetime, customers: Sequence[str]
+    ) -> Sequence[tuple[str, str | None]]:
+        """(event id, customer) of the customers' events received after `after`, in the
+        order they were stored."""
+        if not customers:
+            return []
+        e = StripeEvent
+        stmt = (
+            select(e.event_id, e.customer_id)
+            .where(e.account == account, e.received_at > after, e.customer_id.in_(customers))
+            .order_by(e.id)
+        )
+        return [(i, c) for i, c in self.session.execute(stmt)]
 
 
 class MetricsStore(MetricsRepository):

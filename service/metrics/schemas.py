@@ -3,7 +3,7 @@ currency and a display string, rates as decimals, null when undefined."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -144,13 +144,22 @@ class CohortRow(BaseModel):
     mrr_retention: Rate = M["mrr_retention"].field()
 
 
+AS_KNOWN_ON = Field(
+    None,
+    description="When asked `as_known_on`: the figures are those published on that day "
+    "(closed months only: the close's snapshot with the restatements detected by then)",
+)
+
+
 class MrrAnswer(MetricsAnswer):
     interval: CalendarInterval
+    as_known_on: date | datetime | None = AS_KNOWN_ON
     data: list[MrrRow]
 
 
 class MovementsAnswer(MetricsAnswer):
     interval: CalendarInterval
+    as_known_on: date | datetime | None = AS_KNOWN_ON
     data: list[MovementsRow]
 
 
@@ -212,3 +221,48 @@ class ExplainAnswer(MetricsAnswer):
     data: list[ExplainedCustomer] = Field(
         description="Largest part first (by absolute value), then by customer id"
     )
+
+
+class ClosedPeriodOut(BaseModel):
+    account: str
+    period: str = Field(description="The month, YYYY-MM")
+    period_start: date
+    period_end: date = Field(description="Exclusive")
+    currency: str = Field(description="Reporting currency of the amounts")
+    closed_at: UtcDateTime
+    as_of: UtcDateTime | None = Field(description="Newest event the figures included at the close")
+    figures_at_close: dict[str, int] = Field(
+        description="The month's figures when it was closed (amounts in minor units): "
+        "mrr_start, mrr_end, customers_start, customers_end and every movement figure"
+    )
+    figures: dict[str, int] = Field(description="As published now: after any restatements")
+    restatements: int = Field(description="How many restatements changed it since")
+
+
+class ClosedPeriodsPage(BaseModel):
+    account: str
+    data: list[ClosedPeriodOut] = Field(description="Oldest month first")
+
+
+class RestatedFigure(BaseModel):
+    metric: str
+    old: int
+    new: int
+
+
+class RestatementOut(BaseModel):
+    id: int
+    account: str
+    period: str = Field(description="The closed month, YYYY-MM")
+    currency: str
+    detected_at: UtcDateTime = Field(description="When the refresh found the change")
+    changes: list[RestatedFigure] = Field(description="Every figure that moved, by name")
+    event_ids: list[str] = Field(
+        description="The Stripe events received after the close that touched the month "
+        "(in its ledger rows; else the late events of its customers), not named before"
+    )
+
+
+class RestatementsPage(BaseModel):
+    account: str
+    data: list[RestatementOut] = Field(description="Oldest first")

@@ -21,11 +21,15 @@ from service.kit.errors import ApiError
 from service.kit.money import display
 from service.ledger.models import MrrMovement
 from service.ledger.service import movement_out
+from service.metrics import closing
 from service.metrics import explain as X
-from service.metrics.repository import MetricsRepository
+from service.metrics.models import ClosedPeriod, Restatement
+from service.metrics.repository import MetricsRepository, PeriodsRepository
 from service.metrics.schemas import (
     ChurnAnswer,
     ChurnRow,
+    ClosedPeriodOut,
+    ClosedPeriodsPage,
     CohortRow,
     CohortsAnswer,
     ExplainAnswer,
@@ -38,6 +42,9 @@ from service.metrics.schemas import (
     MrrRow,
     ReasonRow,
     ReasonsAnswer,
+    RestatedFigure,
+    RestatementOut,
+    RestatementsPage,
 )
 from service.metrics.selection import ChurnOptions, MetricsQuery, Selection, invalid
 from service.metrics.series import (
@@ -50,9 +57,11 @@ from service.metrics.series import (
 )
 
 
-def mrr(session: Session, q: MetricsQuery) -> MrrAnswer:
+def mrr(session: Session, q: MetricsQuery, as_known_on: date | datetime | None = None) -> MrrAnswer:
     sel = Selection(session, q, q.interval)
     values, unconverted = sel.values()
+    if as_known_on is not None:
+        closing.apply_known(sel, values, as_known_on)
     rows = []
     for p in values:
         arpa = ratio(p.mrr_end, p.customers_end)
@@ -68,12 +77,18 @@ def mrr(session: Session, q: MetricsQuery) -> MrrAnswer:
                 arpa=None if arpa is None else sel.money(round_half_up(arpa)),
             )
         )
-    return MrrAnswer(**sel.header(unconverted), interval=q.interval, data=rows)
+    return MrrAnswer(
+        **sel.header(unconverted), interval=q.interval, as_known_on=as_known_on, data=rows
+    )
 
 
-def movements(session: Session, q: MetricsQuery) -> MovementsAnswer:
+def movements(
+    session: Session, q: MetricsQuery, as_known_on: date | datetime | None = None
+) -> MovementsAnswer:
     sel = Selection(session, q, q.interval)
     values, unconverted = sel.values()
+    if as_known_on is not None:
+        closing.apply_known(sel, values, as_known_on)
     rows = [
         MovementsRow(
             period_start=p.start,
@@ -106,7 +121,9 @@ def movements(session: Session, q: MetricsQuery) -> MovementsAnswer:
         )
         for p in values
     ]
-    return MovementsAnswer(**sel.header(unconverted), interval=q.interval, data=rows)
+    return MovementsAnswer(
+        **sel.header(unconverted), interval=q.interval, as_known_on=as_known_on, data=rows
+    )
 
 
 def churn(session: Session, q: MetricsQuery, options: ChurnOptions) -> ChurnAnswer:
@@ -403,3 +420,51 @@ def ledger_rows(
         has_more=more,
         next_cursor=encode_cursor(page[-1].day, page[-1].id) if more else None,
     )
+
+
+# --- closed months and restatements ---------------------------------------------------------
+
+
+def _closed_out(cp: ClosedPeriod, restated: int) -> ClosedPeriodOut:
+    return ClosedPeriodOut(
+        account=cp.account, period=closing.month_label(cp.period), period_start=cp.period,
+        period_end=P.shift(cp.period, P.Interval.month), currency=cp.reporting_currency,
+        closed_at=cp.closed_at,
+        as_of=datetime.fromtimestamp(cp.as_of, UTC) if cp.as_of else None,
+        figures_at_close=cp.figures_at_close, figures=cp.figures, restatements=restated,
+    )  # fmt: skip
+
+
+def close_period(
+    session: Session, account: str, currency: str, month: str, today: date
+) -> ClosedPeriodOut:
+    return _closed_out(closing.close(session, account, currency.lower(), month, today), 0)
+
+
+def closed_periods(session: Session, account: str) -> ClosedPeriodsPage:
+    repo = PeriodsRepository(session)
+    counts: dict[tuple[str, date], int] = defaultdict(int)
+    for r in repo.restatements(account):
+        counts[(r.reporting_currency, r.period)] += 1
+    return ClosedPeriodsPage(
+        account=account,
+        data=[
+            _closed_out(cp, counts[(cp.reporting_currency, cp.period)])
+            for cp in repo.closed(account)
+        ],
+    )
+
+
+def _restatement_out(r: Restatement) -> RestatementOut:
+    return RestatementOut(
+        id=r.id, account=r.account, period=closing.month_label(r.period),
+        currency=r.reporting_currency, detected_at=r.detected_at,
+        changes=[RestatedFigure(metric=m, old=o, new=n) for m, (o, n) in sorted(r.changes.items())],
+        event_ids=r.event_ids,
+    )  # fmt: skip
+
+
+def restatements(session: Session, account: str, period: str | None) -> RestatementsPage:
+    month = closing.parse_month(period) if period else None
+    rows = PeriodsRepository(session).restatements(account, period=month)
+    return RestatementsPage(account=account, data=[_restatement_out(r) for r in rows])

@@ -120,6 +120,14 @@ def _row(account: str, key: str, type_: str, at: int, payload: dict[str, Any]) -
     }
 
 
+def enqueue_alert(
+    session: Session, account: str, dedup_key: str, type_: str, at: int, payload: dict[str, Any]
+) -> None:
+    """One alert of another room (e.g. `period.restated`) into the same outbox, signed and
+    delivered like the payment alerts; `dedup_key` makes it once only. Flushes only."""
+    AlertRepository(session).enqueue_alerts([_row(account, dedup_key, type_, at, payload)])
+
+
 def episode_alerts(
     account: str, customer_id: str, episodes: Iterable[Episode]
 ) -> list[dict[str, Any]]:

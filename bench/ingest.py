@@ -49,10 +49,17 @@ class Server:
         )
         if self.database_url:
             env["DATABASE_URL"] = self.database_url
-        kind = "receiver" if self.database_url else "bare"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.servers", kind, "--port", str(port)], env=env
-        )
+        if self.projector:
+            # As deployed: `churn-ledger serve` with its defaults (projector in its own
+            # process, live metrics refresh), not the app under a bare uvicorn.
+            env.pop("PROJECTOR_ENABLED")
+            command = ["-m", "service.cli", "serve", "--port", str(port)]
+            log = subprocess.DEVNULL  # a JSON line per webhook at info
+        else:
+            kind = "receiver" if self.database_url else "bare"
+            command = ["-m", "bench.servers", kind, "--port", str(port)]
+            log = None
+        self.proc = subprocess.Popen([sys.executable, *command], env=env, stdout=log, stderr=log)
         self.url = f"http://127.0.0.1:{port}"
 
     def wait_up(self) -> None:
@@ -138,10 +145,10 @@ def run(
     servers = [Server("bare")]
     servers += [Server(f"receiver_{e}", make_database(e)) for e in engines]
     if projector_too:
-        # The in-process projector (the default of `churn-ledger serve`) competes with
-        # the receiver for the interpreter and, on SQLite, for the write lock.
+        # `churn-ledger serve` as deployed: its projector (a child process) and the live
+        # refresh compete with the receiver for the CPU and, on SQLite, the write lock.
         servers += [
-            Server(f"receiver_{e}+projector", make_database(e), projector=True) for e in engines
+            Server(f"serve_{e} as deployed", make_database(e), projector=True) for e in engines
         ]
     try:
         for s in servers:

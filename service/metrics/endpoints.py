@@ -25,7 +25,14 @@ from service.metrics.dependencies import (
     MetricsQueryDep,
 )
 from service.metrics.explain import EXPLAINABLE
-from service.metrics.render import CSV_RESPONSE, explain_csv, ledger_csv, respond
+from service.metrics.render import (
+    CSV_RESPONSE,
+    explain_csv,
+    ledger_csv,
+    periods_csv,
+    respond,
+    restatements_csv,
+)
 from service.metrics.schemas import (
     ChurnAnswer,
     ClosedPeriodOut,
@@ -234,9 +241,20 @@ def close_period(
     response_model=ClosedPeriodsPage,
     tags=["periods"],
     summary="The closed months, with their figures at the close and as published now",
+    description="Every closed month, oldest first. `as_of`, `stale` (and the `X-As-Of`, "
+    "`X-Stale` headers of the CSV) say how current `figures` are: the metric tables' "
+    "refreshes keep them. CSV (`format=csv` or `Accept: text/csv`) streams every month as "
+    "`periods.csv`, one line per month and figure: `period`, `period_start`, "
+    "`period_end`, `currency`, `closed_at`, `as_of` (the newest event included at the "
+    "close), `restatements`, then `metric`, `kind` (amount: integer minor units, with "
+    "`<column>_display`; count), `at_close`, `now` and `change` (now − at close).",
+    responses=CSV_RESPONSE,
 )
-def list_periods(session: StreamSessionDep, account: Account = "") -> ClosedPeriodsPage:
-    return service.closed_periods(session, account)
+def list_periods(session: StreamSessionDep, fmt: FormatDep, account: Account = "") -> Any:
+    page = service.closed_periods(session, account)
+    if fmt == "csv":
+        return periods_csv(page)
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get(
@@ -244,12 +262,25 @@ def list_periods(session: StreamSessionDep, account: Account = "") -> ClosedPeri
     response_model=RestatementsPage,
     tags=["periods"],
     summary="Changes to closed months: old and new figures and the events that caused them",
+    description="Every restatement, oldest first (the refreshes find them: `as_of` and "
+    "`stale` say how far they have looked). CSV (`format=csv` or `Accept: text/csv`) "
+    "streams every one as `restatements.csv`, one line per restatement and figure it "
+    "changed: `restatement_id`, `period`, `period_start`, `currency`, `detected_at`, "
+    "`metric`, `kind` (amount: integer minor units, with `<column>_display`; count), "
+    "`old`, `new`, `change` (new − old) and `event_ids` (the Stripe events behind the "
+    "restatement, space-separated, on each of its lines).",
+    responses=CSV_RESPONSE,
 )
 def list_restatements(
     session: StreamSessionDep,
+    fmt: FormatDep,
     account: Account = "",
     period: Annotated[
         str | None, Query(max_length=7, pattern=MONTH, description="Only this month, YYYY-MM")
     ] = None,
-) -> RestatementsPage:
-    return service.restatements(session, account, period)
+) -> Any:
+    if fmt == "csv":
+        found = service.all_restatements(session, account, period)
+        return restatements_csv(service.periods_freshness(session, account), found)
+    page = service.restatements(session, account, period)
+    return Response(page.model_dump_json(), media_type="application/json")

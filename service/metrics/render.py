@@ -3,7 +3,7 @@ written by the kit's one CSV writer."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from itertools import chain
 from typing import Any
@@ -12,10 +12,17 @@ from fastapi import Response
 from pydantic import BaseModel
 
 from service.kit.csv import cell, csv_response, csv_stream
+from service.kit.money import display
 from service.ledger.models import MrrMovement
 from service.ledger.schemas import Money
+from service.metrics.closing import FIGURES
 from service.metrics.definitions import METRICS
-from service.metrics.schemas import ExplainAnswer
+from service.metrics.schemas import (
+    ClosedPeriodsPage,
+    ExplainAnswer,
+    PeriodsFreshness,
+    RestatementOut,
+)
 
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -125,3 +132,88 @@ def explain_csv(answer: ExplainAnswer) -> Response:
     }
     name = f"explain-{answer.metric}-{answer.period_start.isoformat()}.csv"
     return csv_stream(EXPLAIN_COLUMNS, rows, filename=name, headers=headers)
+
+
+# Closed months and restatements: long, one line per month (or restatement) and figure,
+# so that a spreadsheet filters and pivots them by `metric` and the columns never depend
+# on which figures a month keeps.
+PERIOD_COLUMNS = (
+    "period", "period_start", "period_end", "currency", "closed_at", "as_of", "restatements",
+    "metric", "kind", "at_close", "at_close_display", "now", "now_display", "change",
+    "change_display",
+)  # fmt: skip
+RESTATEMENT_COLUMNS = (
+    "restatement_id", "period", "period_start", "currency", "detected_at", "metric", "kind",
+    "old", "old_display", "new", "new_display", "change", "change_display", "event_ids",
+)  # fmt: skip
+
+
+def _freshness_headers(page: PeriodsFreshness) -> dict[str, str]:
+    return {
+        "X-As-Of": cell(page.as_of),
+        "X-Refreshed-At": cell(page.refreshed_at),
+        "X-Stale": cell(page.stale),
+        "X-Stale-Seconds": cell(page.stale_seconds),
+    }
+
+
+def _kind(metric: str) -> str | None:
+    known = METRICS.get(metric)
+    return known.kind if known else None
+
+
+def _shown(amount: int | None, currency: str, kind: str | None) -> str | None:
+    return display(amount, currency) if kind == "amount" and amount is not None else None
+
+
+def _figure(metric: str, old: int | None, new: int | None, currency: str) -> tuple[Any, ...]:
+    kind = _kind(metric)
+    change = None if old is None or new is None else new - old
+    return (
+        metric, kind, old, _shown(old, currency, kind), new, _shown(new, currency, kind),
+        change, _shown(change, currency, kind),
+    )  # fmt: skip
+
+
+def _in_order(names: Iterable[str]) -> list[str]:
+    """The kept figures' order (MRR and customers at both ends, then the movements), any
+    other name after them: the same on both engines, in both files."""
+    known = set(names)
+    return [m for m in FIGURES if m in known] + sorted(known.difference(FIGURES))
+
+
+def periods_csv(page: ClosedPeriodsPage) -> Response:
+    """One line per closed month and figure: at the close, now, and the change."""
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for p in page.data:
+            for m in _in_order([*p.figures_at_close, *p.figures]):
+                yield (
+                    p.period, p.period_start, p.period_end, p.currency, p.closed_at, p.as_of,
+                    p.restatements,
+                    *_figure(m, p.figures_at_close.get(m), p.figures.get(m), p.currency),
+                )  # fmt: skip
+
+    return csv_stream(
+        PERIOD_COLUMNS, rows(), filename="periods.csv", headers=_freshness_headers(page)
+    )
+
+
+def restatements_csv(header: PeriodsFreshness, found: Iterable[RestatementOut]) -> Response:
+    """One line per restatement and figure it changed (old, new, change), with the Stripe
+    events behind the restatement on each (space-separated, as in movements.csv)."""
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for r in found:
+            changes = {c.metric: c for c in r.changes}
+            for m in _in_order(changes):
+                c = changes[m]
+                yield (
+                    r.id, r.period, f"{r.period}-01", r.currency, r.detected_at,
+                    *_figure(m, c.old, c.new, r.currency), " ".join(r.event_ids),
+                )  # fmt: skip
+
+    return csv_stream(
+        RESTATEMENT_COLUMNS, rows(), filename="restatements.csv",
+        headers=_freshness_headers(header),
+    )  # fmt: skip

@@ -311,15 +311,24 @@ class PeriodsRepository:
         self.session.flush()
 
     def restatements(
-        self, account: str, currency: str | None = None, period: date | None = None
+        self,
+        account: str,
+        currency: str | None = None,
+        period: date | None = None,
+        *,
+        after_id: int | None = None,
+        limit: int | None = None,
     ) -> Sequence[Restatement]:
+        """Oldest first; `after_id` and `limit` read them in keyset batches."""
         t = Restatement
         where = [t.account == account]
         if currency is not None:
             where.append(t.reporting_currency == currency)
         if period is not None:
             where.append(t.period == period)
-        return self.session.scalars(select(t).where(*where).order_by(t.id)).all()
+        if after_id is not None:
+            where.append(t.id > after_id)
+        return self.session.scalars(select(t).where(*where).order_by(t.id).limit(limit)).all()
 
     def month_rows(
         self, account: str, currency: str, start: date, end: date

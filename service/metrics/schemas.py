@@ -239,8 +239,25 @@ class ClosedPeriodOut(BaseModel):
     restatements: int = Field(description="How many restatements changed it since")
 
 
-class ClosedPeriodsPage(BaseModel):
+class PeriodsFreshness(BaseModel):
+    """How current `figures` (now) and the restatements found are: both come from the
+    refreshes of the metric tables, so they are as fresh as those."""
+
     account: str
+    as_of: UtcDateTime | None = Field(
+        description="Stripe `created` time of the newest event the metric tables include: "
+        "the figures now, and the restatements found so far, are as of it"
+    )
+    refreshed_at: UtcDateTime | None = Field(description="When the metric tables were computed")
+    stale: bool = Field(
+        description="Ledger changes are waiting for the refresh, which may restate a month"
+    )
+    stale_seconds: float | None = Field(
+        None, description="While stale: seconds since the oldest change the tables miss"
+    )
+
+
+class ClosedPeriodsPage(PeriodsFreshness):
     data: list[ClosedPeriodOut] = Field(description="Oldest month first")
 
 
@@ -263,6 +280,5 @@ class RestatementOut(BaseModel):
     )
 
 
-class RestatementsPage(BaseModel):
-    account: str
+class RestatementsPage(PeriodsFreshness):
     data: list[RestatementOut] = Field(description="Oldest first")

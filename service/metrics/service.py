@@ -7,6 +7,7 @@ services never write here.
 from __future__ import annotations
 
 import bisect
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from service.metrics.schemas import (
     MovementsRow,
     MrrAnswer,
     MrrRow,
+    PeriodsFreshness,
     ReasonRow,
     ReasonsAnswer,
     RestatedFigure,
@@ -441,13 +443,25 @@ def close_period(
     return _closed_out(closing.close(session, account, currency.lower(), month, today), 0)
 
 
+def _freshness(session: Session, account: str) -> dict[str, object]:
+    """The metric tables' freshness: their refreshes keep `figures` and find restatements."""
+    f = MetricsRepository(session).freshness(account)
+    return {
+        "account": account,
+        "as_of": datetime.fromtimestamp(f.as_of, UTC) if f.as_of else None,
+        "refreshed_at": f.refreshed_at,
+        "stale": f.stale,
+        "stale_seconds": f.stale_seconds(time.time_ns() // 1_000_000),
+    }
+
+
 def closed_periods(session: Session, account: str) -> ClosedPeriodsPage:
     repo = PeriodsRepository(session)
     counts: dict[tuple[str, date], int] = defaultdict(int)
     for r in repo.restatements(account):
         counts[(r.reporting_currency, r.period)] += 1
     return ClosedPeriodsPage(
-        account=account,
+        **_freshness(session, account),
         data=[
             _closed_out(cp, counts[(cp.reporting_currency, cp.period)])
             for cp in repo.closed(account)
@@ -467,4 +481,30 @@ def _restatement_out(r: Restatement) -> RestatementOut:
 def restatements(session: Session, account: str, period: str | None) -> RestatementsPage:
     month = closing.parse_month(period) if period else None
     rows = PeriodsRepository(session).restatements(account, period=month)
-    return RestatementsPage(account=account, data=[_restatement_out(r) for r in rows])
+    return RestatementsPage(
+        **_freshness(session, account), data=[_restatement_out(r) for r in rows]
+    )
+
+
+def periods_freshness(session: Session, account: str) -> PeriodsFreshness:
+    return PeriodsFreshness(**_freshness(session, account))
+
+
+def all_restatements(
+    session: Session, account: str, period: str | None, batch: int = EXPORT_BATCH
+) -> Iterator[RestatementOut]:
+    """Every restatement, oldest first, read in keyset batches (CSV exports). The month
+    is checked at once: a 422 before the body starts."""
+    month = closing.parse_month(period) if period else None
+    repo = PeriodsRepository(session)
+
+    def rows() -> Iterator[RestatementOut]:
+        after = 0
+        while True:
+            found = repo.restatements(account, period=month, after_id=after, limit=batch)
+            yield from map(_restatement_out, found)
+            if len(found) < batch:
+                return
+            after = found[-1].id
+
+    return rows()

@@ -21,6 +21,7 @@ from itertools import groupby
 from typing import Any, Literal
 
 from service.ledger.models import MrrMovement, SubscriptionState
+from service.metrics.recount import primacy
 
 Kind = Literal["amount", "count"]
 
@@ -92,12 +93,7 @@ def segment_of(states: Sequence[SubscriptionState], rows: Sequence[MrrMovement])
     """The customer's segment: its primary subscription's, or its latest row's currency."""
     if not states:
         return CustomerSegment(None, None, rows[-1].currency, {})
-
-    def rank(s: SubscriptionState) -> tuple[int, int, str]:
-        recency = s.ended_at if s.ended_at is not None else (s.started_at or 0)
-        return (-s.mrr, -recency, s.subscription_id)
-
-    primary = min(states, key=rank)
+    primary = min(states, key=primacy)
     return CustomerSegment(
         primary.plan, primary.billing_interval, primary.currency, primary.metadata_ or {}
     )

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from service.metrics.repository import DAILY_SUMS, PERIOD_VALUES, SUMMED
 
@@ -81,7 +81,7 @@ def segment_of(rows: Sequence[Row], states: Sequence[State]) -> tuple[str, dict[
     """A customer's segment and its attributes: its primary subscription (highest MRR,
     then latest, then lowest id), else its latest ledger currency alone."""
     latest = rows[-1].currency
-    primary = min(states, key=_primacy, default=None)
+    primary = min(states, key=primacy, default=None)
     if primary is None:
         plan = interval = None
         currency, metadata = latest, canonical(None)
@@ -98,7 +98,22 @@ def segment_of(rows: Sequence[Row], states: Sequence[State]) -> tuple[str, dict[
     return segment_key(plan, interval, currency, metadata), attrs
 
 
-def _primacy(state: State) -> tuple[int, int, str]:
+class Ranked(Protocol):
+    """What the primary-subscription rule reads: a `State`, or a ledger `SubscriptionState`."""
+
+    @property
+    def mrr(self) -> int: ...
+    @property
+    def started_at(self) -> int | None: ...
+    @property
+    def ended_at(self) -> int | None: ...
+    @property
+    def subscription_id(self) -> str: ...
+
+
+def primacy(state: Ranked) -> tuple[int, int, str]:
+    """The sort key whose minimum is a customer's primary subscription (compute ranks
+    the same way, vectorized)."""
     recency = state.ended_at if state.ended_at is not None else state.started_at or 0
     return -state.mrr, -recency, state.subscription_id
 

@@ -147,10 +147,13 @@ class Settings(BaseSettings):
     metrics_refresh_max_delay_s: float = Field(
         1.0, ge=0, description="…but at most this long after the first change"
     )
-    metrics_refresh_rest_factor: float = Field(
-        3.0,
+    metrics_refresh_rest_factor: float | None = Field(
+        None,
         ge=0,
-        description="After a refresh of d seconds, wait at least this × d before the next",
+        description=(
+            "After a refresh of d seconds, wait at least this × d before the next"
+            " (unset: 3 on SQLite, whose write lock a refresh holds; 0 on PostgreSQL)"
+        ),
     )
     readyz_max_backlog: int = Field(
         10_000,

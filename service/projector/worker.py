@@ -90,9 +90,12 @@ class ProjectorWorker:
         self._wake.set()
 
     def drain_once(self) -> int:
+        started = time.perf_counter()
         with self._gate, self._factory() as session:
             done = project_pending(session, self._options, limit=self._batch)
             session.commit()
+        if done:
+            log.debug("projected %d in %.0f ms", done, (time.perf_counter() - started) * 1000)
         if done and self._after_pass is not None:
             self._after_pass()
         return done

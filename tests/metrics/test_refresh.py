@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db import make_sessionmaker
+from service.kit.gate import WriteGate
 from service.ledger.models import ChangedDay, MrrMovement, SubscriptionState
 from service.ledger.repository import LedgerRepository
 from service.metrics.models import MetricsCounted, MetricsRefresh, MetricsSegment
@@ -27,7 +28,7 @@ from service.settings import LedgerOptions
 from service.webhooks.schemas import parse_event
 from service.webhooks.service import store_event
 from sim.simulate import event_bytes, simulate
-from tests.conftest import Database
+from tests.conftest import Database, make_settings
 from tests.metrics.scenario import (
     TODAY,
     Step,
@@ -227,6 +228,21 @@ class TestMetricsRefresher:
         with factory() as session:
             assert marks(session) == 0
             assert session.get(MetricsRefresh, "") is not None
+
+    @pytest.mark.parametrize("configured", [None, 0.5])
+    def test_rest_defaults_to_resting_only_on_sqlite(
+        self, fresh_database: Database, configured: float | None
+    ):
+        """Resting is for SQLite's one write lock; PostgreSQL's refresh blocks no writer,
+        so there a rest would only delay the next answer. A configured factor wins."""
+        engine = fresh_database.engine
+        settings_ = make_settings(fresh_database.url, metrics_refresh_rest_factor=configured)
+        refresher = MetricsRefresher.from_settings(
+            settings_, make_sessionmaker(engine), WriteGate.for_engine(engine)
+        )
+        assert refresher is not None
+        default = 3.0 if engine.dialect.name == "sqlite" else 0.0
+        assert refresher.rest_factor == (default if configured is None else configured)
 
     @pytest.mark.parametrize("rest_factor", [0.0, 3.0])
     def test_rounds_rest_in_proportion_to_their_length(self, rest_factor: float):

@@ -11,7 +11,9 @@ import csv
 import io
 import re
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from service.app import create_app
 from service.db import get_session, get_stream_session
 from service.settings import Settings
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, WRITE_KEY
 from tests.dashboard.browser import (
     chromium,
     migrate,
@@ -34,10 +36,13 @@ from tests.dashboard.browser import (
     seed,
     seeded_settings,
 )
+from tests.factories import DAY, item, price_payload, subscription_payload
 from tests.live import live_server
+from tests.signing import event_body, signed_headers
+from tests.webhooks.test_endpoints import make_event
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-VIEWS = ["overview", "churn", "cohorts", "reasons", "payments", "customers"]
+VIEWS = ["overview", "churn", "cohorts", "reasons", "payments", "customers", "periods"]
 
 
 class Live:
@@ -67,14 +72,74 @@ def live() -> Iterator[Live]:
         server.api.close()
 
 
+# A second account of its own for the closed months, so that the late events restating
+# them change nothing the other tests read from `live`: the simulated account's first three
+# months closed, then two subscriptions backdated into March arrive one after the other
+# (each a restatement of March: +40.00 and +25.00 new MRR, one new customer each).
+CLOSED_MONTHS = ["2024-01", "2024-02", "2024-03"]
+MARCH_10 = int(datetime(2024, 3, 10, tzinfo=UTC).timestamp())
+LATE = [
+    ("evt_late_march_1", "cus_late_1", 4000, MARCH_10),
+    ("evt_late_march_2", "cus_late_2", 2500, MARCH_10 + 10 * DAY),
+]
+PERIOD_FIGURES = ["mrr_start", "new_mrr", "expansion_mrr", "reactivation_mrr",
+                  "contraction_mrr", "churned_mrr", "mrr_end", "customers_end"]  # fmt: skip
+
+
+def wait_for(what: str, done: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within {seconds} s")
+        time.sleep(0.1)
+
+
+def deliver_late(http: httpx.Client, event_id: str, customer: str, amount: int, at: int) -> None:
+    """A subscription created at `at`, arriving now: a signed webhook as Stripe sends it."""
+    event = make_event(
+        event_id=event_id,
+        obj=subscription_payload(
+            id=f"sub_{customer}", customer=customer, created=at, current_period_start=at,
+            current_period_end=at + 31 * DAY,
+            items=[item(price_payload(id="price_late", unit_amount=amount))],
+        ),
+    )  # fmt: skip
+    event["created"] = at
+    body = event_body(event)
+    http.post("/webhooks/stripe", content=body, headers=signed_headers(body)).raise_for_status()
+
+
 @pytest.fixture(scope="module")
-def context(live: Live) -> Iterator[Any]:
-    with chromium(live.workdir / "profile") as ctx:
+def closed_live() -> Iterator[Live]:
+    require_browser()
+    workdir = Path(tempfile.mkdtemp(prefix="churn-ledger-dashboard-closed-"))
+    settings = seeded_settings(workdir)
+    migrate(settings)
+    app = create_app(settings)
+    with live_server(app) as base:
+        seed(base, settings, customers=12, months=4, seed_=11)
+        server = Live(app, base, workdir)
+        writer = {"Authorization": f"Bearer {WRITE_KEY}"}
+        for month in CLOSED_MONTHS:
+            server.api.post(f"/v1/periods/{month}/close", headers=writer).raise_for_status()
+        for n, late in enumerate(LATE, start=1):
+            deliver_late(server.api, *late)
+            # The server's own refresh finds each: one restatement apiece.
+            wait_for(
+                f"restatement {n}", lambda n=n: len(server.get("/v1/restatements")["data"]) == n
+            )
+        yield server
+        server.api.close()
+
+
+@pytest.fixture(scope="module")
+def context() -> Iterator[Any]:
+    # A profile of its own (not a server's workdir): either server's tests may run alone.
+    with chromium(Path(tempfile.mkdtemp(prefix="churn-ledger-chromium-")) / "profile") as ctx:
         yield ctx
 
 
-@pytest.fixture
-def page(context: Any, live: Live) -> Iterator[Any]:
+def _tab(context: Any, live: Live) -> Iterator[Any]:
     tab = context.new_page()  # a new tab: its own sessionStorage, signed out
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -82,6 +147,16 @@ def page(context: Any, live: Live) -> Iterator[Any]:
     live.app.dependency_overrides.clear()
     tab.close()
     assert errors == [], errors
+
+
+@pytest.fixture
+def page(context: Any, live: Live) -> Iterator[Any]:
+    yield from _tab(context, live)
+
+
+@pytest.fixture
+def closed_page(context: Any, closed_live: Live) -> Iterator[Any]:
+    yield from _tab(context, closed_live)
 
 
 def sign_in(page: Any, live: Live, key: str = API_KEY) -> None:
@@ -96,7 +171,11 @@ def sign_in(page: Any, live: Live, key: str = API_KEY) -> None:
 def open_view(page: Any, live: Live, route: str) -> None:
     view = route.split("/")[0].split("?")[0]
     page.evaluate("delete document.querySelector('main').dataset.loaded")
-    page.goto(f"{live.base}/dashboard#/{route}")
+    target = f"{live.base}/dashboard#/{route}"
+    if page.url == target:
+        page.reload()  # the same hash again fires no hashchange: load the page anew
+    else:
+        page.goto(target)
     page.wait_for_selector(f"main[data-loaded='{view}'], main[data-loaded='error']")
     assert page.get_attribute("main", "data-loaded") == view, page.inner_text("#banner")
 
@@ -178,31 +257,39 @@ class TestSignIn:
         assert page.is_hidden("#nav")
 
 
+def check_views(page: Any, live: Live, views: list[str], suffix: str = "") -> int:
+    """Every view at desktop width (CSV links are /v1 URLs, charts say how fresh they are)
+    and at phone width (nothing wider than the phone); the charts seen."""
+    page.set_viewport_size({"width": 1280, "height": 900})
+    charts = 0
+    for view in views:
+        open_view(page, live, view)
+        # Every chart's card says how fresh it is, and CSV links are the /v1 URL.
+        for href in page.eval_on_selector_all(
+            "a.csv", "els => els.map(e => e.getAttribute('href'))"
+        ):
+            assert href.startswith("/v1/") and "format=csv" in href, href
+        assert page.locator(".as-of").count() >= 1
+        chart = "section.card:has(svg.chart, table.heatmap)"
+        charts += page.locator(chart).count()
+        assert page.locator(f"{chart}:not(:has(a.csv))").count() == 0, view
+        assert page.locator(f"{chart}:not(:has(.as-of))").count() == 0, view
+        screenshot(page, f"{view}{suffix}-1280")
+    page.set_viewport_size({"width": 390, "height": 844})
+    for view in views:
+        open_view(page, live, view)
+        # Nothing wider than the phone: wide tables scroll inside their own box.
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, (view, width)
+        screenshot(page, f"{view}{suffix}-phone")
+    return charts
+
+
 class TestViews:
     def test_every_view_loads_at_desktop_and_phone_width(self, page, live):
         sign_in(page, live)
-        charts = 0
-        for view in VIEWS:
-            open_view(page, live, view)
-            # Every chart's card says how fresh it is, and CSV links are the /v1 URL.
-            for href in page.eval_on_selector_all(
-                "a.csv", "els => els.map(e => e.getAttribute('href'))"
-            ):
-                assert href.startswith("/v1/") and "format=csv" in href, href
-            assert page.locator(".as-of").count() >= 1
-            chart = "section.card:has(svg.chart, table.heatmap)"
-            charts += page.locator(chart).count()
-            assert page.locator(f"{chart}:not(:has(a.csv))").count() == 0, view
-            assert page.locator(f"{chart}:not(:has(.as-of))").count() == 0, view
-            screenshot(page, f"{view}-1280")
+        charts = check_views(page, live, VIEWS)
         assert charts >= 10  # the checks above were not about nothing
-        page.set_viewport_size({"width": 390, "height": 844})
-        for view in VIEWS:
-            open_view(page, live, view)
-            # Nothing wider than the phone: wide tables scroll inside their own box.
-            width = page.evaluate("document.documentElement.scrollWidth")
-            assert width <= 390, (view, width)
-            screenshot(page, f"{view}-phone")
 
     def test_overview_equals_the_api(self, page, live):
         sign_in(page, live)
@@ -500,3 +587,114 @@ class TestWhenTheApiFails:
         page.click("#banner button")
         page.wait_for_selector("main[data-loaded='overview']")
         assert page.locator("#mrr-table tbody tr").count() > 0
+
+
+def data_of(page: Any, selector: str, name: str) -> list[str]:
+    return page.eval_on_selector_all(selector, f"els => els.map(e => e.dataset.{name})")
+
+
+class TestPeriods:
+    def test_closed_months_and_restatements_at_desktop_and_phone_width(
+        self, closed_page, closed_live
+    ):
+        sign_in(closed_page, closed_live)
+        check_views(closed_page, closed_live, ["periods"], suffix="-closed")
+        # Both cards say how fresh they are and download from their /v1 list.
+        for card_id, path in (("card-periods", "/v1/periods"),
+                              ("card-restatements", "/v1/restatements")):  # fmt: skip
+            assert closed_page.locator(f"#{card_id} .as-of").count() == 1
+            assert closed_page.get_attribute(f"#{card_id} a.csv", "href") == f"{path}?format=csv"
+
+    def test_nothing_closed_says_so(self, page, live):
+        sign_in(page, live)
+        page.click("#nav a[data-view='periods']")
+        page.wait_for_selector("main[data-loaded='periods']")
+        assert page.is_visible("#no-periods") and page.is_visible("#no-restatements")
+        assert live.get("/v1/periods")["data"] == live.get("/v1/restatements")["data"] == []
+
+    def test_the_view_equals_the_api(self, closed_page, closed_live):
+        page, live = closed_page, closed_live
+        sign_in(page, live)
+        page.click("#nav a[data-view='periods']")
+        page.wait_for_selector("main[data-loaded='periods']")
+        closed = live.get("/v1/periods")
+        restated = live.get("/v1/restatements")
+        months = closed["data"]
+        assert [p["period"] for p in months] == CLOSED_MONTHS
+        assert cells(page, "periods-table", "period") == CLOSED_MONTHS
+        for m in PERIOD_FIGURES:
+            selector = f"#periods-table td[data-col='{m}'] .figure"
+            assert data_of(page, selector, "now") == [str(p["figures"][m]) for p in months], m
+            assert data_of(page, selector, "atClose") == [
+                str(p["figures_at_close"][m]) for p in months
+            ], m
+        # Shown: the figure now, and beneath it the one at the close where they differ.
+        expected: list[int] = []
+        for p in months:
+            now, then = p["figures"]["mrr_end"], p["figures_at_close"]["mrr_end"]
+            expected += [now] if now == then else [now, then]
+        assert amounts(page, "periods-table", "mrr_end") == expected
+        assert cells(page, "periods-table", "restatements") == [
+            str(p["restatements"]) for p in months
+        ]
+        # Hand-computed: March alone moved, by the two late subscriptions (+40.00, +25.00).
+        march = months[2]
+        assert [p["restatements"] for p in months] == [0, 0, 2]
+        assert march["figures"]["new_mrr"] - march["figures_at_close"]["new_mrr"] == 6500
+        assert march["figures"]["mrr_end"] - march["figures_at_close"]["mrr_end"] == 6500
+        assert march["figures"]["customers_end"] - march["figures_at_close"]["customers_end"] == 2
+        assert page.locator("#periods-table tbody tr:nth-child(3) del.at-close").count() == 3
+        assert page.locator("#periods-table tbody tr:nth-child(-n+2) del").count() == 0
+        # "Now" is what the metric tables answer now.
+        moves = live.get("/v1/metrics/movements", start="2024-01-01", end="2024-04-01")["data"]
+        assert [r["mrr_end"]["amount"] for r in moves] == [p["figures"]["mrr_end"] for p in months]
+        assert [r["new_mrr"]["amount"] for r in moves] == [p["figures"]["new_mrr"] for p in months]
+
+        # Restatements, newest first: old → new per figure, the late events, when found.
+        newest_first = restated["data"][::-1]
+        assert cells(page, "restatements-table", "period") == ["2024-03", "2024-03"]
+        assert cells(page, "restatements-table", "events") == [
+            " ".join(r["event_ids"]) for r in newest_first
+        ]
+        assert [r["event_ids"] for r in newest_first] == [
+            ["evt_late_march_2"],
+            ["evt_late_march_1"],
+        ]
+        assert cells(page, "restatements-table", "detected_at") == [
+            r["detected_at"].replace("T", " ").removesuffix("Z").split(".")[0] + " UTC"
+            for r in newest_first
+        ]
+        shown = page.eval_on_selector_all(
+            "#restatements-table tbody tr",
+            """rows => rows.map(r => [...r.querySelectorAll('li')]
+                 .map(li => [li.dataset.metric, +li.dataset.old, +li.dataset.new]))""",
+        )
+        # In the figures' order (MRR, customers, then movements), the API's by name.
+        assert [sorted(row) for row in shown] == [
+            sorted([c["metric"], c["old"], c["new"]] for c in r["changes"]) for r in newest_first
+        ]
+        assert [[m for m, _, _ in row] for row in shown] == [
+            ["mrr_end", "customers_end", "new_mrr", "new_customers"]
+        ] * 2
+        changes = [{c["metric"]: c["new"] - c["old"] for c in r["changes"]} for r in newest_first]
+        assert [(c["new_mrr"], c["mrr_end"], c["new_customers"]) for c in changes] == [
+            (2500, 2500, 1), (4000, 4000, 1),
+        ]  # fmt: skip
+        assert page.inner_text("[data-kpi='closed'] .value") == "3"
+        assert page.inner_text("[data-kpi='restated'] .value") == "1"
+        assert page.inner_text("[data-kpi='restatements'] .value") == "2"
+        assert page.inner_text("#card-periods .as-of") == (
+            "as of " + closed["as_of"].replace("T", " ").removesuffix("Z").split(".")[0] + " UTC"
+        )
+
+    def test_download_csv_is_what_the_api_answers(self, closed_page, closed_live):
+        sign_in(closed_page, closed_live)
+        open_view(closed_page, closed_live, "periods")
+        for card_id, path in (("card-periods", "/v1/periods"),
+                              ("card-restatements", "/v1/restatements")):  # fmt: skip
+            with closed_page.expect_download() as info:
+                closed_page.click(f"#{card_id} a.csv")
+            downloaded = Path(info.value.path()).read_text()
+            assert info.value.suggested_filename == path.split("/")[-1] + ".csv"
+            assert downloaded == closed_live.api.get(path, params={"format": "csv"}).text
+            assert len(downloaded.splitlines()) > 1

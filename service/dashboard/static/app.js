@@ -127,16 +127,18 @@ function kpi(label, value, id) {
     h("span", { class: "value" }, value));
 }
 
-// columns: [{label, cell(row) -> text|Node, num?, key?}]
-function table(columns, rows, { caption, id } = {}) {
+// columns: [{label, cell(row) -> text|Node, num?, key?}]. `stack`: at phone width each row
+// becomes a block of "label: value" lines instead of a table to scroll sideways.
+function table(columns, rows, { caption, id, stack } = {}) {
   return h("div", { class: "table-wrap", tabindex: "0", role: "region",
     "aria-label": caption ?? "table" },
-    h("table", { id },
+    h("table", { id, class: stack ? "stack" : null },
       caption ? h("caption", {}, caption) : null,
       h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col",
         class: c.num ? "num" : null }, c.label)))),
       h("tbody", {}, rows.map((row) => h("tr", {}, columns.map((c) => h("td", {
-        class: c.num ? "num" : null, dataset: c.key ? { col: c.key } : undefined,
+        class: c.num ? "num" : null,
+        dataset: { ...(c.key ? { col: c.key } : {}), ...(stack ? { label: c.label } : {}) },
       }, c.cell(row))))))));
 }
 
@@ -664,10 +666,110 @@ async function explain(query) {
   ];
 }
 
+// Closed months: the figures finance published at the close, and any restatement since.
+const FIGURE_NAMES = {
+  mrr_start: "MRR at start", mrr_end: "MRR at end", customers_start: "Customers at start",
+  customers_end: "Customers at end", new_mrr: "New MRR", expansion_mrr: "Expansion MRR",
+  contraction_mrr: "Contraction MRR", churned_mrr: "Churned MRR",
+  reactivation_mrr: "Reactivation MRR", new_customers: "New customers",
+  reactivated_customers: "Reactivated customers", churned_customers: "Churned customers",
+  expansions: "Expansions", contractions: "Contractions",
+  unconverted_movements: "Rows without FX rate",
+};
+// The closed-months table's columns (short: they share one line at desktop width); every
+// figure that moved is in the restatements.
+const PERIOD_FIGURES = [["mrr_start", "MRR start"], ["new_mrr", "New"],
+  ["expansion_mrr", "Expansion"], ["reactivation_mrr", "Reactivation"],
+  ["contraction_mrr", "Contraction"], ["churned_mrr", "Churn"], ["mrr_end", "MRR end"],
+  ["customers_end", "Customers"]];
+const FIGURE_ORDER = Object.keys(FIGURE_NAMES);
+const rank = (metric) => (FIGURE_ORDER.includes(metric) ? FIGURE_ORDER.indexOf(metric)
+  : FIGURE_ORDER.length); // a figure this page does not name yet goes last
+const inFigureOrder = (changes) => [...changes].sort((a, b) => rank(a.metric) - rank(b.metric));
+const isAmount = (metric) => metric.startsWith("mrr_") || metric.endsWith("_mrr");
+
+function figureValue(metric, value, currency) {
+  if (value === null || value === undefined) return "—";
+  return isAmount(metric) ? h("span", { dataset: { amount: value } }, F.money(value, currency))
+    : h("span", { dataset: { count: value } }, F.count(value));
+}
+
+// Now, and the figure at the close struck through beneath it when a restatement moved it.
+function closedFigure(p, metric) {
+  const then = p.figures_at_close[metric];
+  const now = p.figures[metric];
+  const moved = then !== now;
+  return h("span", { class: moved ? "figure restated" : "figure",
+    dataset: { atClose: then ?? "", now: now ?? "" } },
+    h("span", { class: "now" }, figureValue(metric, now, p.currency)),
+    moved ? h("del", { class: "at-close", title: "As published at the close" },
+      figureValue(metric, then, p.currency)) : null);
+}
+
+function change(c, currency) {
+  const metric = c.metric;
+  const delta = c.new - c.old;
+  const signed = isAmount(metric) ? F.money(delta, currency) : F.count(delta);
+  return h("li", { dataset: { metric, old: c.old, new: c.new } },
+    h("span", { class: "metric" }, FIGURE_NAMES[metric] ?? metric.replaceAll("_", " ")), " ",
+    figureValue(metric, c.old, currency), " → ", figureValue(metric, c.new, currency), " ",
+    h("span", { class: delta < 0 ? "delta down" : "delta up" },
+      `(${delta > 0 ? "+" : ""}${signed})`));
+}
+
+async function periods() {
+  const [closed, restated] = await Promise.all([get("/v1/periods"), get("/v1/restatements")]);
+  const months = closed.data;
+  const changed = months.filter((p) => p.restatements > 0);
+  const latest = months.reduce((a, p) => (!a || p.period > a.period ? p : a), null);
+  return [
+    h("h1", {}, "Closed periods"),
+    h("p", { class: "note" }, "A closed month keeps the figures published when it was closed "
+      + "(whole account, reporting currency). A late or backdated Stripe event that changes one "
+      + "is recorded as a restatement, with the events behind it, and sent as a "
+      + "period.restated alert. Segment filters do not apply here."),
+    h("div", { class: "kpis" },
+      kpi("Closed months", F.count(months.length), "closed"),
+      kpi("Latest closed", latest ? latest.period : "—", "latest"),
+      kpi("Months restated", F.count(changed.length), "restated"),
+      kpi("Restatements", F.count(restated.data.length), "restatements")),
+    card("Closed months", { answer: closed, csv: csvUrl("/v1/periods"), id: "card-periods",
+      note: "Figures as published now; where a restatement moved one, the figure at the "
+        + "close is struck through beneath it." },
+      months.length ? table([
+        { label: "Month", cell: (p) => p.period, key: "period" },
+        { label: "Closed at", cell: (p) => F.timestamp(p.closed_at), key: "closed_at" },
+        ...PERIOD_FIGURES.map(([m, label]) => ({ label, num: true, key: m,
+          cell: (p) => closedFigure(p, m) })),
+        { label: "Restated", num: true, key: "restatements",
+          cell: (p) => p.restatements ? h("span", { class: "badge warn" }, F.count(p.restatements))
+            : "0" },
+      ], months, { caption: "Closed months, oldest first: now (at the close)", id: "periods-table",
+        stack: true })
+        : h("p", { class: "empty", id: "no-periods" }, "No month is closed yet. A write key "
+          + "closes one with POST /v1/periods/YYYY-MM/close.")),
+    card("Restatements", { answer: restated, csv: csvUrl("/v1/restatements"),
+      id: "card-restatements",
+      note: "Each refresh that found a closed month changed: every figure that moved, old → "
+        + "new, and the Stripe events received after the close behind it." },
+      restated.data.length ? table([
+        { label: "Month", cell: (r) => r.period, key: "period" },
+        { label: "Detected at", cell: (r) => F.timestamp(r.detected_at), key: "detected_at" },
+        { label: "Changes (old → new)", key: "changes", cell: (r) => h("ul", { class: "changes" },
+          inFigureOrder(r.changes).map((c) => change(c, r.currency))) },
+        { label: "Late Stripe events", cell: (r) => r.event_ids.length ? eventIds(r.event_ids)
+          : "—", key: "events" },
+      ], [...restated.data].reverse(), { caption: "Restatements, newest first",
+        id: "restatements-table", stack: true })
+        : h("p", { class: "empty", id: "no-restatements" },
+          "No closed month has changed since it was closed.")),
+  ];
+}
+
 // --- router, sign-in and errors -------------------------------------------------------------
 
 const VIEWS = { overview, churn, cohorts, reasons, payments, customers, customer, invoice, movements,
-  explain };
+  explain, periods };
 const FILTERED = new Set(["overview", "churn", "cohorts", "reasons", "payments"]);
 let ready = false; // the filter options and default window: loaded once per sign-in
 let generation = 0;

@@ -137,6 +137,14 @@ class Settings(BaseSettings):
         ),
     )
     projector_max_attempts: int = Field(10, ge=1)
+    projector_yield_factor: float | None = Field(
+        None,
+        ge=0,
+        description=(
+            "While webhooks keep arriving, rest this × a pass's duration after it"
+            " (unset: 2 on SQLite, whose write lock a pass holds; 0 on PostgreSQL)"
+        ),
+    )
     # Live metrics (design §10): whatever process projects refreshes the metric tables.
     metrics_live_refresh: bool = Field(
         True, description="Refresh the metric tables right after projector passes"

@@ -39,6 +39,13 @@ log = logging.getLogger("churn_ledger.worker")
 SQLITE_BATCH = 16
 POSTGRES_BATCH = 200
 NICE = 10  # below the receiver: the kernel gives it the CPU first under load
+# On SQLite a pass holds the one write lock the receiver's commits need, and at a lower
+# CPU priority it holds it longer under load (the receiver waits on a process that waits
+# for the CPU). While webhooks keep arriving, a pass of d seconds is followed by this × d
+# of rest: the receiver gets the lock at least 2/3 of the time, the projector catches up
+# once the stream slows. PostgreSQL's receiver takes no lock the projector holds.
+SQLITE_YIELD = 2.0
+MAX_REST_S = 1.0
 
 
 class _Flag(Protocol):
@@ -52,6 +59,12 @@ def batch_for(dialect: str) -> int:
     return SQLITE_BATCH if dialect == "sqlite" else POSTGRES_BATCH
 
 
+def yield_for(dialect: str, configured: float | None = None) -> float:
+    if configured is not None:
+        return configured
+    return SQLITE_YIELD if dialect == "sqlite" else 0.0
+
+
 class ProjectorWorker:
     def __init__(
         self,
@@ -63,8 +76,10 @@ class ProjectorWorker:
         gate: WriteGate | None = None,
         wake: _Flag | None = None,
         after_pass: Callable[[], None] | None = None,
+        yield_factor: float = 0.0,
     ) -> None:
         self._gate = gate or contextlib.nullcontext()
+        self._yield_factor = yield_factor
         # Called after each committed pass that projected something (the metrics
         # refresher's poke).
         self._after_pass = after_pass
@@ -108,8 +123,16 @@ class ProjectorWorker:
             if alive is not None and not alive():
                 return
             try:
-                while not self._stop.is_set() and self.drain_once():
-                    pass
+                while not self._stop.is_set():
+                    started = time.monotonic()
+                    if not self.drain_once():
+                        break
+                    if self._yield_factor and self._wake.is_set():
+                        # Webhooks arrived during the pass: let the receiver commit. (The
+                        # pass after the rest starts after this clear: it sees them.)
+                        self._wake.clear()
+                        took = time.monotonic() - started
+                        self._stop.wait(min(MAX_REST_S, self._yield_factor * took))
             except Exception:
                 # The database may be away; events stay queued and are retried.
                 log.exception("projection pass failed")
@@ -169,6 +192,7 @@ def _child(settings: Settings, read_fd: Any, parent: int, poll_s: float) -> None
         gate=gate,
         wake=wake,
         after_pass=None if refresher is None else refresher.poke,
+        yield_factor=yield_for(engine.dialect.name, settings.projector_yield_factor),
     )
     if refresher is not None:
         refresher.start()

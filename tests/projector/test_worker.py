@@ -4,6 +4,7 @@ one database that neither double count nor wait for each other's customers (desi
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from service.db import make_sessionmaker
 from service.kit.gate import WriteGate
 from service.ledger.models import MrrMovement
 from service.projector.service import project_pending, rebuild
-from service.projector.worker import ProjectorProcess
+from service.projector.worker import ProjectorProcess, ProjectorWorker, yield_for
 from service.settings import LedgerOptions
 from service.webhooks.repository import StripeEventRepository
 from service.webhooks.schemas import parse_event
@@ -109,6 +110,58 @@ def _alive(pid: int | None) -> bool:
     # A zombie (exited, not yet reaped) is not running.
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split()[2] != "Z"
+
+
+class TestYieldingToTheReceiver:
+    """While webhooks keep arriving (the wake-up set during a pass), a pass of d seconds
+    is followed by `yield_factor` × d of rest; a quiet stream gets none."""
+
+    @staticmethod
+    def pass_starts(yield_factor: float, webhooks_during_passes: bool) -> list[float]:
+        starts: list[float] = []
+        passes = threading.Event()
+
+        class Slow(ProjectorWorker):
+            def drain_once(self) -> int:
+                starts.append(time.monotonic())
+                time.sleep(0.1)
+                if webhooks_during_passes:
+                    self.wake()  # what the receiver does on each stored event
+                if len(starts) >= 4:
+                    passes.set()
+                    return 0
+                return 1
+
+        worker = Slow(
+            None,  # type: ignore[arg-type]  # drain_once, replaced, opens no session
+            LedgerOptions(),
+            poll_s=60,
+            yield_factor=yield_factor,
+        )
+        worker.start()
+        worker.wake()
+        try:
+            assert passes.wait(10)
+        finally:
+            worker.stop()
+        return starts[:4]
+
+    @pytest.mark.parametrize("factor", [0.0, 2.0])
+    def test_passes_rest_in_proportion_while_webhooks_arrive(self, factor: float):
+        gaps = [b - a for a, b in itertools.pairwise(self.pass_starts(factor, True))]
+        if factor:
+            assert min(gaps) >= 0.1 + factor * 0.1 * 0.9, gaps
+        else:
+            assert max(gaps) < 0.25, gaps
+
+    def test_no_rest_when_nothing_arrives(self):
+        gaps = [b - a for a, b in itertools.pairwise(self.pass_starts(2.0, False))]
+        assert max(gaps) < 0.25, gaps
+
+    def test_the_default_yields_only_on_sqlite(self):
+        assert yield_for("sqlite") == 2.0
+        assert yield_for("postgresql") == 0.0
+        assert yield_for("sqlite", 0.0) == 0.0
 
 
 class TestWriteGateAcrossProcesses:

@@ -10,10 +10,21 @@ rows in it, less those an earlier restatement of the month already named.
 Figures "as known on" a day come from what was published: the close's snapshot with the
 restatements detected up to that day applied. Only closed months have that history;
 the ledger is rewritten in place and keeps no earlier version of itself.
+
+A close keeps, flat in one dict of integers (so that restatements, GET /v1/periods and
+the alerts treat every figure alike):
+* the month's movement figures and the customers at both ends (MRR, ARR, customers and
+  ARPA derive from them), and its turnover and customer-days (the churn answer);
+* each cohort's cell of the month, `cohort:YYYY-MM:<value>`: the month is the one whose
+  end the cell describes, so the close of March keeps every cohort's March;
+* the churn per reason and feedback, `churn_reason:<reason>:<feedback>:<value>` (feedback
+  empty when none). Cohort cells and churn reasons are sparse: an absent key is 0.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -22,14 +33,23 @@ from service.kit import periods as P
 from service.kit.errors import ApiError
 from service.kit.errors import invalid_parameter as invalid
 from service.metrics.models import ClosedPeriod, Restatement
-from service.metrics.repository import DAILY_SUMS, MetricsRepository, PeriodsRepository
+from service.metrics.repository import (
+    COHORT_VALUES,
+    DAILY_SUMS,
+    PERIOD_SUMS,
+    MetricsRepository,
+    PeriodsRepository,
+)
 from service.metrics.selection import MetricsQuery, Selection
 from service.metrics.series import PeriodValues
 from service.payments.alerts import enqueue_alert
 
-# The figures kept per closed month: every movement-answer figure and the customers at
-# both ends (MRR, ARR, customers and ARPA derive from them).
-FIGURES = ("mrr_start", "mrr_end", "customers_start", "customers_end", *DAILY_SUMS)
+MONTH = P.Interval.month
+# What the first closes kept: the movement answer's figures and the customers at both ends.
+MOVEMENT_FIGURES = ("mrr_start", "mrr_end", "customers_start", "customers_end", *DAILY_SUMS)
+COHORT = "cohort"
+REASON = "churn_reason"
+REASON_VALUES = ("churns", "churned_mrr")
 RESTATED = "period.restated"
 
 
@@ -48,25 +68,81 @@ def parse_month(text: str) -> date:
         raise invalid("period", "a month as YYYY-MM, e.g. 2026-03") from None
 
 
+def keeps_all(figures: dict[str, int]) -> bool:
+    """Whether a close kept the churn, cohort and reason figures too: closes before they
+    were kept (they came together, with customer_days) hold the movement figures only."""
+    return "customer_days" in figures
+
+
+def cohort_key(cohort: date, value: str) -> str:
+    return f"{COHORT}:{month_label(cohort)}:{value}"
+
+
+def reason_key(reason: str, feedback: str, value: str) -> str:
+    return f"{REASON}:{reason}:{feedback}:{value}"
+
+
+def cohort_cells(figures: dict[str, int]) -> dict[date, dict[str, int]]:
+    """The cohort cells a month's figures hold: cohort month → {value: n}."""
+    found: dict[date, dict[str, int]] = defaultdict(dict)
+    for key, n in figures.items():
+        if key.startswith(COHORT + ":"):
+            _, month, value = key.split(":")
+            found[date.fromisoformat(month + "-01")][value] = n
+    return found
+
+
+def reason_sums(figures: dict[str, int]) -> dict[tuple[str, str], dict[str, int]]:
+    """The churn per (reason, feedback) a month's figures hold: {value: n}."""
+    found: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for key, n in figures.items():
+        if key.startswith(REASON + ":"):
+            # Reasons are ours (no colon); feedback is Stripe's text, whatever it holds.
+            head, value = key[len(REASON) + 1 :].rsplit(":", 1)
+            reason, feedback = head.split(":", 1)
+            found[(reason, feedback)][value] = n
+    return found
+
+
 def figures_of(p: PeriodValues) -> dict[str, int]:
     return {
         "mrr_start": p.mrr_start, "mrr_end": p.mrr_end, "customers_start": p.customers_start,
         "customers_end": p.customers_end, **{k: int(p.flows[k]) for k in DAILY_SUMS},
+        **{k: getattr(p, k) for k in PERIOD_SUMS},
     }  # fmt: skip
 
 
-def month_figures(
-    session: Session, account: str, currency: str, period: date, today: date
-) -> tuple[dict[str, int], int | None]:
-    """The month's figures as the metric tables hold them now (whole account, no
-    filters), and the tables' `as_of`."""
+def month_index(month: date) -> int:
+    return 12 * month.year + month.month - 1
+
+
+def period_figures(
+    session: Session, account: str, currency: str, periods: Sequence[date], today: date
+) -> tuple[dict[date, dict[str, int]], int | None]:
+    """These months' figures as the metric tables hold them now (whole account, no
+    filters), and the tables' `as_of`. One read of each table for all of them: every
+    refresh compares every closed month."""
+    wanted = set(periods)
+    first, end = min(wanted), P.shift(max(wanted), MONTH)
     q = MetricsQuery(
-        account=account, currency=currency, default_currency=currency, start=period,
-        end=P.shift(period, P.Interval.month), interval=P.Interval.month, today=today,
+        account=account, currency=currency, default_currency=currency, start=first,
+        end=end, interval=MONTH, today=today,
     )  # fmt: skip
-    sel = Selection(session, q, P.Interval.month)
+    sel = Selection(session, q, MONTH)
     values, _ = sel.values()
-    return figures_of(values[0]), sel.fresh.as_of
+    found = {p.start: figures_of(p) for p in values if p.start in wanted}
+    for day, reason, feedback, *sums in sel.repo.churn_by_day(account, currency, first, end):
+        figures = found.get(P.floor(day, MONTH))
+        if figures is not None:
+            for value, n in zip(REASON_VALUES, sums, strict=True):
+                key = reason_key(reason, feedback, value)
+                figures[key] = figures.get(key, 0) + int(n)
+    for cohort, since, *cell in sel.repo.cohort_cells(account, currency, end):
+        figures = found.get(P.shift(cohort, MONTH, since))
+        if figures is not None:
+            for value, n in zip(COHORT_VALUES, cell, strict=True):
+                figures[cohort_key(cohort, value)] = int(n)
+    return found, sel.fresh.as_of
 
 
 def close(session: Session, account: str, currency: str, month: str, today: date) -> ClosedPeriod:
@@ -75,7 +151,7 @@ def close(session: Session, account: str, currency: str, month: str, today: date
     from service.metrics.refresh import refresh_account  # refresh calls back into here
 
     period = parse_month(month)
-    if P.shift(period, P.Interval.month) > today:
+    if P.shift(period, MONTH) > today:
         raise invalid("period", f"{month} is not over yet (today is {today.isoformat()})")
     if period < date(1970, 1, 1):
         raise invalid("period", "before 1970")
@@ -86,7 +162,8 @@ def close(session: Session, account: str, currency: str, month: str, today: date
     # A concurrent close of the same month waited for the refresh lock: look again.
     if repo.get(account, currency, period) is not None:
         raise ApiError(409, "period_closed", f"{month} is closed already", period=month)
-    figures, as_of = month_figures(session, account, currency, period, today)
+    found, as_of = period_figures(session, account, currency, [period], today)
+    figures = found[period]
     row = ClosedPeriod(
         account=account, reporting_currency=currency, period=period,
         closed_at=datetime.now(UTC), as_of=as_of, figures_at_close=figures,
@@ -105,30 +182,49 @@ def restate(session: Session, account: str, today: date) -> list[Restatement]:
         return []
     # Months in a reporting currency the tables no longer hold are history as they were.
     computed = MetricsRepository(session).reporting_currencies(account)
-    found = []
+    by_currency: dict[str, list[ClosedPeriod]] = defaultdict(list)
     for cp in closed:
-        if cp.reporting_currency not in computed:
-            continue
-        now, _ = month_figures(session, account, cp.reporting_currency, cp.period, today)
-        changes = {
-            m: [cp.figures.get(m, 0), v] for m, v in now.items() if cp.figures.get(m, 0) != v
-        }
-        if not changes:
-            continue
-        detected = datetime.now(UTC)
-        row = Restatement(
-            account=account, reporting_currency=cp.reporting_currency, period=cp.period,
-            detected_at=detected, changes=changes, event_ids=_causes(repo, cp),
-        )  # fmt: skip
-        repo.add(row)
-        cp.figures = now  # a new dict: JSON columns see assignment, not mutation
-        enqueue_alert(
-            session, account, f"restated:{row.id}", RESTATED, int(detected.timestamp()),
-            restatement_payload(row),
-        )  # fmt: skip
-        found.append(row)
+        if cp.reporting_currency in computed:
+            by_currency[cp.reporting_currency].append(cp)
+    found = []
+    for currency, months in by_currency.items():
+        current, _ = period_figures(session, account, currency, [m.period for m in months], today)
+        for cp in months:
+            if cp.period not in current:  # after `today`: nothing to compare yet
+                continue
+            row = _restated(session, repo, cp, current[cp.period])
+            if row is not None:
+                found.append(row)
     session.flush()
     return found
+
+
+def _restated(
+    session: Session, repo: PeriodsRepository, cp: ClosedPeriod, now: dict[str, int]
+) -> Restatement | None:
+    if not keeps_all(cp.figures_at_close):
+        # Compared with what the close kept only: a figure it never kept has no "before".
+        now = {k: now[k] for k in MOVEMENT_FIGURES}
+    # Sparse keys can vanish (a churn moved to another reason): both sides, absent is 0.
+    changes = {
+        m: [cp.figures.get(m, 0), now.get(m, 0)]
+        for m in sorted(cp.figures.keys() | now.keys())
+        if cp.figures.get(m, 0) != now.get(m, 0)
+    }
+    if not changes:
+        return None
+    detected = datetime.now(UTC)
+    row = Restatement(
+        account=cp.account, reporting_currency=cp.reporting_currency, period=cp.period,
+        detected_at=detected, changes=changes, event_ids=_causes(repo, cp),
+    )  # fmt: skip
+    repo.add(row)
+    cp.figures = now  # a new dict: JSON columns see assignment, not mutation
+    enqueue_alert(
+        session, cp.account, f"restated:{row.id}", RESTATED, int(detected.timestamp()),
+        restatement_payload(row),
+    )  # fmt: skip
+    return row
 
 
 def _causes(repo: PeriodsRepository, cp: ClosedPeriod) -> list[str]:
@@ -161,20 +257,22 @@ def known_until(when: date | datetime) -> datetime:
     return datetime.combine(when + timedelta(days=1), datetime.min.time(), UTC)
 
 
-def known_on(
-    session: Session, account: str, currency: str, period: date, when: date | datetime
-) -> dict[str, int] | None:
-    """The month's figures as published on `when`; None when it was not closed by then."""
+def published(
+    session: Session, account: str, currency: str, when: date | datetime
+) -> dict[date, dict[str, int]]:
+    """Each month closed by `when`, with its figures as published then: the close's, with
+    the restatements detected by then applied in order."""
     repo = PeriodsRepository(session)
-    cp = repo.get(account, currency, period)
     until = known_until(when)
-    if cp is None or _aware(cp.closed_at) >= until:
-        return None
-    figures = dict(cp.figures_at_close)
-    for r in repo.restatements(account, currency, period):
-        if _aware(r.detected_at) < until:
-            figures.update({m: new for m, (_, new) in r.changes.items()})
-    return figures
+    found = {
+        cp.period: dict(cp.figures_at_close)
+        for cp in repo.closed(account, currency)
+        if _aware(cp.closed_at) < until
+    }
+    for r in repo.restatements(account, currency):
+        if r.period in found and _aware(r.detected_at) < until:
+            found[r.period].update({m: new for m, (_, new) in r.changes.items()})
+    return found
 
 
 def _aware(value: datetime) -> datetime:
@@ -182,11 +280,14 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def apply_known(sel: Selection, values: list[PeriodValues], day: date | datetime) -> None:
-    """Replace each period's figures with those published on `day`: whole months of the
-    whole account only, each closed by then (a 422 naming the first that was not)."""
+def _known(
+    sel: Selection, day: date | datetime, months: Sequence[date], kept: str | None
+) -> dict[date, dict[str, int]]:
+    """The months published on `day`, for a whole-account monthly query whose `months`
+    were all closed by then: a 422 naming `as_known_on` otherwise. `kept` names what the
+    answer needs beyond the movement figures (closes before it was kept lack it)."""
     q = sel.q
-    if sel.interval is not P.Interval.month:
+    if sel.interval is not MONTH:
         raise invalid("as_known_on", "answers closed months: use interval=month")
     if (
         q.segment_by
@@ -194,15 +295,75 @@ def apply_known(sel: Selection, values: list[PeriodValues], day: date | datetime
         or any(f is not None for f in (q.plan, q.billing_interval, q.currency_code))
     ):
         raise invalid("as_known_on", "closed months keep the whole account's figures only")
-    for p in values:
-        known = known_on(sel.repo.session, q.account, sel.currency, p.start, day)
-        if known is None:
+    found = published(sel.repo.session, q.account, sel.currency, day)
+    for month in months:
+        figures = found.get(month)
+        if figures is None:
             raise invalid(
                 "as_known_on",
-                f"{month_label(p.start)} was not closed by {day.isoformat()}: only closed "
+                f"{month_label(month)} was not closed by {day.isoformat()}: only closed "
                 "months keep their figures as published (GET /v1/periods)",
             )
+        if kept is not None and not keeps_all(figures):
+            raise invalid(
+                "as_known_on",
+                f"{month_label(month)} was closed before closes kept its {kept}: only its "
+                "movement figures are kept (/v1/metrics/mrr and /movements answer them)",
+            )
+    return found
+
+
+def apply_known(
+    sel: Selection, values: list[PeriodValues], day: date | datetime, *, churn: bool = False
+) -> None:
+    """Replace each period's figures with those published on `day`: whole months of the
+    whole account only, each closed by then (a 422 naming the first that was not).
+    `churn`: the turnover and customer-days too, which the churn rates need."""
+    found = _known(sel, day, [p.start for p in values], "churn figures" if churn else None)
+    for p in values:
+        known = found[p.start]
         p.mrr_start, p.mrr_end = known["mrr_start"], known["mrr_end"]
         p.customers_start, p.customers_end = known["customers_start"], known["customers_end"]
         for k in DAILY_SUMS:
             p.flows[k] = known.get(k, 0)
+        if churn:
+            for k in PERIOD_SUMS:
+                setattr(p, k, known[k])
+
+
+ReasonSums = dict[tuple[int, str | None, str, str], list[int]]
+CohortSums = dict[tuple[date, int, str | None], list[int]]
+
+
+def known_reasons(sel: Selection, day: date | datetime) -> ReasonSums:
+    """The churn per period, reason and feedback as published on `day`, keyed as the
+    churn-reasons answer sums it: (period index, segment label, reason, feedback)."""
+    starts = [s for s, _ in sel.periods]
+    found = _known(sel, day, starts, "churn reasons")
+    sums: ReasonSums = {}
+    for i, start in enumerate(starts):
+        for (reason, feedback), v in reason_sums(found[start]).items():
+            churns, amount = (v.get(k, 0) for k in REASON_VALUES)
+            if churns or amount:  # a restatement that moved a churn away leaves zeros
+                sums[(i, None, reason, feedback)] = [churns, amount]
+    return sums
+
+
+def known_cohorts(sel: Selection, day: date | datetime) -> CohortSums:
+    """The cohort cells as published on `day`, keyed as the cohorts answer sums them:
+    (cohort month, months since start, segment label). The selected cohort months must
+    have been closed by then (a 422 otherwise); each cell is its month's, so a cohort's
+    cells stop where the months closed by then stop (the current month is never closed),
+    and a month not closed then, or closed before closes kept cohorts, has no cells."""
+    cohorts = [s for s, _ in sel.periods]
+    found = _known(sel, day, cohorts, "cohort cells")
+    wanted = set(cohorts)
+    sums: CohortSums = {}
+    for month, figures in found.items():
+        if not keeps_all(figures):
+            continue
+        for cohort, cell in cohort_cells(figures).items():
+            values = [cell.get(k, 0) for k in COHORT_VALUES]
+            if cohort in wanted and any(values):
+                sums[(cohort, month_index(month) - month_index(cohort), None)] = values
+    return sums

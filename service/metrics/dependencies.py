@@ -193,8 +193,11 @@ async def as_known_on(
             description="The figures as published on this day (`YYYY-MM-DD`: to the end of "
             "the UTC day) or at this instant (ISO 8601 with zone): each month's as it was "
             "closed (POST /v1/periods/{month}/close), with the restatements detected by "
-            "then. Monthly, whole-account answers of closed months only (422 otherwise); "
-            "without it, the figures as they are now.",
+            "then; rates derived from them as without it. Monthly, whole-account answers "
+            "of months closed by then only: any other interval, a filter, `segment_by` or "
+            "a month not closed then is a 422 naming `as_known_on`, never a live figure "
+            "passed off as published (cohorts: the cohort months; see there). Without it, "
+            "the figures as they are now.",
         ),
     ] = None,
 ) -> date | datetime | None:

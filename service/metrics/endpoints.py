@@ -111,29 +111,46 @@ def get_movements(
 
 
 @_route("/metrics/churn", ChurnAnswer, "Churn, retention, NRR/GRR, quick ratio, hazard, LTV",
-        "Customer and MRR churn per period, with flags.", D.CHURN_METRICS)  # fmt: skip
+        "Customer and MRR churn per period, with flags. With `as_known_on`, every rate, "
+        "flag, ARPA and LTV is computed as without it, from the month's published MRR, "
+        "movements, customers, turnover and customer-days.", D.CHURN_METRICS)  # fmt: skip
 def get_churn(
-    query: MetricsQueryDep, options: ChurnOptionsDep, fmt: FormatDep, session: StreamSessionDep
+    query: MetricsQueryDep,
+    options: ChurnOptionsDep,
+    fmt: FormatDep,
+    session: StreamSessionDep,
+    as_known_on: AsKnownOn = None,
 ) -> Any:
-    answer = service.churn(session, query, options)
+    answer = service.churn(session, query, options, as_known_on)
     return respond(answer, fmt, PERIOD_LEAD, D.CHURN_METRICS, "churn")
 
 
 @_route("/metrics/cohorts", CohortsAnswer, "Monthly cohorts: logo and MRR retention",
         "Customers grouped by the month of their first MRR; one row per cohort and month "
         "since start, up to `through`. `start`/`end` select cohort months; `interval` is "
-        "ignored (always month).", D.COHORT_METRICS)  # fmt: skip
-def get_cohorts(query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep) -> Any:
+        "ignored (always month).\n\nWith `as_known_on`, each cell is its `month`'s as "
+        "published: the close of a month keeps every cohort's cell of that month. The "
+        "selected cohort months must have been closed by then (a 422 names the first that "
+        "was not); a cohort's row then runs through the months closed by then and no "
+        "further (the current month is never closed): cells of a month not closed then "
+        "are left out, not answered live.", D.COHORT_METRICS)  # fmt: skip
+def get_cohorts(
+    query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep, as_known_on: AsKnownOn = None
+) -> Any:
     lead = ("cohort_month", "months_since_start", "month", "segment", "segment_label")
-    return respond(service.cohorts(session, query), fmt, lead, D.COHORT_METRICS, "cohorts")
+    answer = service.cohorts(session, query, as_known_on)
+    return respond(answer, fmt, lead, D.COHORT_METRICS, "cohorts")
 
 
 @_route("/metrics/churn-reasons", ReasonsAnswer, "Churned MRR and customers by reason",
         "Per period: voluntary / involuntary / unknown, and Stripe's cancellation feedback. "
-        "Only combinations with churn appear.", D.REASON_METRICS)  # fmt: skip
-def get_churn_reasons(query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep) -> Any:
+        "Only combinations with churn appear. With `as_known_on`, each closed month's "
+        "churn per reason and feedback as published.", D.REASON_METRICS)  # fmt: skip
+def get_churn_reasons(
+    query: MetricsQueryDep, fmt: FormatDep, session: StreamSessionDep, as_known_on: AsKnownOn = None
+) -> Any:
     lead = (*PERIOD_LEAD, "reason", "feedback")
-    answer = service.churn_reasons(session, query)
+    answer = service.churn_reasons(session, query, as_known_on)
     return respond(answer, fmt, lead, D.REASON_METRICS, "churn-reasons")
 
 

@@ -30,7 +30,7 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
         "description": "JSON, or CSV with `format=csv` / `Accept: text/csv` (one row per "
         "`data` item; amounts as integer minor units plus `<name>_display`). The "
         "answer's freshness is in the `X-As-Of`, `X-Refreshed-At`, `X-Stale` and "
-        "`X-Stale-Seconds` headers.",
+        "`X-Stale-Seconds` headers (and `X-As-Known-On` when asked).",
     }
 }
 
@@ -58,6 +58,9 @@ def to_csv(answer: Any, lead: tuple[str, ...], metrics: tuple[str, ...], name: s
         "X-Stale": cell(answer.stale),
         "X-Stale-Seconds": cell(answer.stale_seconds),
     }
+    known = getattr(answer, "as_known_on", None)
+    if known is not None:
+        headers["X-As-Known-On"] = cell(known)
     return csv_response(
         csv_columns(lead, metrics),
         (_data_row(item, answer.currency, lead, metrics) for item in answer.data),

@@ -224,6 +224,31 @@ class MetricsRepository:
         stmt = select(t).where(*where, t.cohort_month >= start, t.cohort_month < end)
         return self.session.scalars(stmt).all()
 
+    def churn_by_day(
+        self, account: str, currency: str, start: date, end: date
+    ) -> Sequence[Row[Any]]:
+        """(day, reason, feedback, churns, churned_mrr) in [start, end), summed over the
+        segments: the whole account, as closed months keep it."""
+        t = MetricsChurnDaily
+        stmt = (
+            select(t.day, t.reason, t.feedback, func.sum(t.churns), func.sum(t.churned_mrr))
+            .where(*self._where(t, account, currency, None), t.day >= start, t.day < end)
+            .group_by(t.day, t.reason, t.feedback)
+        )
+        return self.session.execute(stmt).all()
+
+    def cohort_cells(self, account: str, currency: str, before: date) -> Sequence[Row[Any]]:
+        """(cohort_month, months_since_start, *COHORT_VALUES) of the cohorts starting
+        before `before`, summed over the segments."""
+        t = MetricsCohort
+        sums = [func.sum(getattr(t, c)) for c in COHORT_VALUES]
+        stmt = (
+            select(t.cohort_month, t.months_since_start, *sums)
+            .where(*self._where(t, account, currency, None), t.cohort_month < before)
+            .group_by(t.cohort_month, t.months_since_start)
+        )
+        return self.session.execute(stmt).all()
+
     # --- the ledger itself (/v1/movements) ---------------------------------------------
 
     def movements(

@@ -168,15 +168,18 @@ class ChurnAnswer(MetricsAnswer):
     churn_good_below: float
     churn_high_above: float
     gross_margin: float | None
+    as_known_on: date | datetime | None = AS_KNOWN_ON
     data: list[ChurnRow]
 
 
 class ReasonsAnswer(MetricsAnswer):
     interval: CalendarInterval
+    as_known_on: date | datetime | None = AS_KNOWN_ON
     data: list[ReasonRow]
 
 
 class CohortsAnswer(MetricsAnswer):
+    as_known_on: date | datetime | None = AS_KNOWN_ON
     data: list[CohortRow]
 
 
@@ -233,7 +236,13 @@ class ClosedPeriodOut(BaseModel):
     as_of: UtcDateTime | None = Field(description="Newest event the figures included at the close")
     figures_at_close: dict[str, int] = Field(
         description="The month's figures when it was closed (amounts in minor units): "
-        "mrr_start, mrr_end, customers_start, customers_end and every movement figure"
+        "mrr_start, mrr_end, customers_start, customers_end, every movement figure, "
+        "customers_gained, customers_lost and customer_days; each cohort's cell of the "
+        "month as `cohort:YYYY-MM:<cohort_customers|initial_mrr|active_customers|"
+        "cohort_mrr>`; the churn per reason and feedback as `churn_reason:<reason>:"
+        "<feedback, empty when none>:<churns|churned_mrr>` (cohort and reason keys are "
+        "sparse: absent is 0). Months closed before the churn, cohort and reason figures "
+        "were kept hold the movement figures only."
     )
     figures: dict[str, int] = Field(description="As published now: after any restatements")
     restatements: int = Field(description="How many restatements changed it since")

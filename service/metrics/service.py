@@ -128,16 +128,25 @@ def movements(
     )
 
 
-def churn(session: Session, q: MetricsQuery, options: ChurnOptions) -> ChurnAnswer:
+def churn(
+    session: Session,
+    q: MetricsQuery,
+    options: ChurnOptions,
+    as_known_on: date | datetime | None = None,
+) -> ChurnAnswer:
     if options.good_below > options.high_above:
         raise invalid("churn_high_above", "must not be below churn_good_below")
     sel = Selection(session, q, q.interval)
     values, unconverted = sel.values()
+    if as_known_on is not None:
+        # The published base figures, then the live rows' own arithmetic on them.
+        closing.apply_known(sel, values, as_known_on, churn=True)
     limits = _Limits.of(options)
     rows = [_churn_row(sel, p, limits) for p in values]
     return ChurnAnswer(
         **sel.header(unconverted),
         interval=q.interval,
+        as_known_on=as_known_on,
         churn_good_below=options.good_below,
         churn_high_above=options.high_above,
         gross_margin=options.gross_margin,
@@ -200,18 +209,12 @@ def _churn_row(sel: Selection, p: PeriodValues, limits: _Limits) -> ChurnRow:
     )  # fmt: skip
 
 
-def churn_reasons(session: Session, q: MetricsQuery) -> ReasonsAnswer:
+def churn_reasons(
+    session: Session, q: MetricsQuery, as_known_on: date | datetime | None = None
+) -> ReasonsAnswer:
     sel = Selection(session, q, q.interval)
     _, unconverted = sel.values()
-    start, end = sel.bounds
-    starts = [s for s, _ in sel.periods]
-    sums: dict[tuple[int, str | None, str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for r in sel.repo.churn_reasons(q.account, sel.currency, sel.segment_keys, start, end):
-        index = _period_index(starts, r.day)
-        if sel.includes(r.segment) and index >= 0:  # none when every period is future
-            total = sums[(index, sel.label(r.segment), r.reason, r.feedback)]
-            total[0] += r.churns
-            total[1] += r.churned_mrr
+    sums = _reason_sums(sel) if as_known_on is None else closing.known_reasons(sel, as_known_on)
     rows = [
         ReasonRow(
             period_start=sel.periods[i][0],
@@ -227,24 +230,34 @@ def churn_reasons(session: Session, q: MetricsQuery) -> ReasonsAnswer:
             sums.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2], kv[0][3])
         )
     ]
-    return ReasonsAnswer(**sel.header(unconverted), interval=q.interval, data=rows)
+    return ReasonsAnswer(
+        **sel.header(unconverted), interval=q.interval, as_known_on=as_known_on, data=rows
+    )
+
+
+def _reason_sums(sel: Selection) -> closing.ReasonSums:
+    q = sel.q
+    start, end = sel.bounds
+    starts = [s for s, _ in sel.periods]
+    sums: closing.ReasonSums = defaultdict(lambda: [0, 0])
+    for r in sel.repo.churn_reasons(q.account, sel.currency, sel.segment_keys, start, end):
+        index = _period_index(starts, r.day)
+        if sel.includes(r.segment) and index >= 0:  # none when every period is future
+            total = sums[(index, sel.label(r.segment), r.reason, r.feedback)]
+            total[0] += r.churns
+            total[1] += r.churned_mrr
+    return sums
 
 
 def _period_index(starts: list[date], day: date) -> int:
     return bisect.bisect_right(starts, day) - 1
 
 
-def cohorts(session: Session, q: MetricsQuery) -> CohortsAnswer:
+def cohorts(
+    session: Session, q: MetricsQuery, as_known_on: date | datetime | None = None
+) -> CohortsAnswer:
     sel = Selection(session, q, P.Interval.month)
-    start, end = sel.bounds
-    sums: dict[tuple[date, int, str | None], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for r in sel.repo.cohorts(q.account, sel.currency, sel.segment_keys, start, end):
-        if sel.includes(r.segment):
-            total = sums[(r.cohort_month, r.months_since_start, sel.label(r.segment))]
-            for i, v in enumerate(
-                (r.cohort_customers, r.initial_mrr, r.active_customers, r.cohort_mrr)
-            ):
-                total[i] += v
+    sums = _cohort_sums(sel) if as_known_on is None else closing.known_cohorts(sel, as_known_on)
     rows = [
         CohortRow(
             cohort_month=cohort,
@@ -264,7 +277,21 @@ def cohorts(session: Session, q: MetricsQuery) -> CohortsAnswer:
         )
     ]
     _, unconverted = sel.values()
-    return CohortsAnswer(**sel.header(unconverted), data=rows)
+    return CohortsAnswer(**sel.header(unconverted), as_known_on=as_known_on, data=rows)
+
+
+def _cohort_sums(sel: Selection) -> closing.CohortSums:
+    q = sel.q
+    start, end = sel.bounds
+    sums: closing.CohortSums = defaultdict(lambda: [0, 0, 0, 0])
+    for r in sel.repo.cohorts(q.account, sel.currency, sel.segment_keys, start, end):
+        if sel.includes(r.segment):
+            total = sums[(r.cohort_month, r.months_since_start, sel.label(r.segment))]
+            for i, v in enumerate(
+                (r.cohort_customers, r.initial_mrr, r.active_customers, r.cohort_mrr)
+            ):
+                total[i] += v
+    return sums
 
 
 # --- explain: the rows behind one figure ---------------------------------------------------

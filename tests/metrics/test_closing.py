@@ -5,11 +5,15 @@ signed webhooks through the receiver, the projector, the refresh. Hand-computed.
 Two customers from 1 January 2025: cus_a at 50.00 a month, cus_b at 30.00. January and
 February are closed with MRR 80.00 and no churn. Then a cancellation of cus_b dated
 10 February arrives: February becomes churned −30.00, one churned customer, MRR at its
-end 50.00 and one customer; January does not change.
+end 50.00 and one customer; January does not change. The churn, cohort and churn-reason
+answers `as_known_on` the close say what was published then; after the restatement, what
+the tables say now.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -18,6 +22,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.metrics.closing import MOVEMENT_FIGURES
+from service.metrics.models import ClosedPeriod
 from service.metrics.refresh import refresh_account
 from service.payments.alerts import alert_body
 from service.payments.models import PaymentAlert
@@ -154,6 +160,13 @@ class TestRestatement:
             "churned_customers": (0, 1),
             "mrr_end": (8000, 5000),
             "customers_end": (2, 1),
+            "customers_lost": (0, 1),
+            # 2 customers × 28 days; then 2 × 10 (1–10 Feb) + 1 × 18 (11–28 Feb).
+            "customer_days": (56, 38),
+            "churn_reason:voluntary::churns": (0, 1),
+            "churn_reason:voluntary::churned_mrr": (0, -3000),
+            "cohort:2025-01:active_customers": (2, 1),
+            "cohort:2025-01:cohort_mrr": (8000, 5000),
         }
         assert before["churned_mrr"]["amount"] == 0
         periods = {p["period"]: p for p in client.get("/v1/periods", headers=READ).json()["data"]}
@@ -208,3 +221,267 @@ class TestRestatement:
             answer = client.get("/v1/metrics/movements", params=params, headers=READ)
             assert answer.status_code == 422, (params, answer.text)
             assert answer.json()["error"]["param"] == "as_known_on"
+
+
+# --- as_known_on on churn, cohorts and churn reasons ------------------------------------
+
+JAN_COHORT = {"start": "2025-01-01", "end": "2025-02-01"}
+ANSWERS = ("/v1/metrics/churn", "/v1/metrics/cohorts", "/v1/metrics/churn-reasons")
+
+
+def answer(client: TestClient, path: str, **params: Any) -> dict[str, Any]:
+    found = client.get(path, params=params, headers=READ)
+    assert found.status_code == 200, found.text
+    return found.json()
+
+
+def as_csv(client: TestClient, path: str, **params: Any) -> tuple[list[dict[str, str]], Any]:
+    found = client.get(path, params={**params, "format": "csv"}, headers=READ)
+    assert found.status_code == 200, found.text
+    return list(csv.DictReader(io.StringIO(found.text))), found.headers
+
+
+def closed_at(client: TestClient, month: str) -> str:
+    listed = client.get("/v1/periods", headers=READ).json()["data"]
+    return next(p["closed_at"] for p in listed if p["period"] == month)
+
+
+def cells(body: dict[str, Any]) -> dict[int, tuple[Any, ...]]:
+    """Months since start → (size, initial MRR, active, logo retention, MRR, MRR retention)
+    of the January cohort."""
+    return {
+        c["months_since_start"]: (
+            c["cohort_customers"], c["initial_mrr"]["amount"], c["active_customers"],
+            c["logo_retention"], c["cohort_mrr"]["amount"], c["mrr_retention"],
+        )
+        for c in body["data"]
+        if c["cohort_month"] == "2025-01-01"
+    }  # fmt: skip
+
+
+class TestKnownChurn:
+    """February's churn as published at its close (nobody left: 2 customers all month),
+    and after the restatement (cus_b, 30.00 of 80.00, left on 10 February)."""
+
+    def test_before_and_after_the_restatement(
+        self, client: TestClient, db_session: Session, closed: dict[str, Any]
+    ):
+        cancel_b(client, db_session)
+        known = answer(client, "/v1/metrics/churn", **FEB, as_known_on=closed["closed_at"])
+        assert known["as_known_on"] is not None
+        (row,) = known["data"]
+        assert (row["customers_start"], row["customers_end"], row["customers_lost"]) == (2, 2, 0)
+        assert (row["customer_churn_rate"], row["customer_retention_rate"]) == (0.0, 1.0)
+        assert (row["gross_mrr_churn_rate"], row["net_mrr_churn_rate"]) == (0.0, 0.0)
+        assert (row["nrr"], row["grr"], row["quick_ratio"]) == (1.0, 1.0, None)  # no losses
+        assert (row["customer_days"], row["churn_hazard"], row["monthly_churn_rate"]) == (
+            56, 0.0, 0.0,
+        )  # fmt: skip
+        assert (row["churn_level"], row["negative_churn"], row["ltv"]) == ("good", False, None)
+        assert row["arpa"]["amount"] == 4000  # 80.00 ÷ 2
+
+        now = answer(client, "/v1/metrics/churn", **FEB, as_known_on=date.today().isoformat())
+        (row,) = now["data"]
+        assert (row["customers_end"], row["customers_lost"], row["churned_customers"]) == (1, 1, 1)
+        assert (row["customer_churn_rate"], row["customer_retention_rate"]) == (0.5, 0.5)
+        # 30.00 lost of 80.00; nothing gained.
+        assert (row["gross_mrr_churn_rate"], row["net_mrr_churn_rate"]) == (0.375, 0.375)
+        assert (row["nrr"], row["grr"], row["quick_ratio"]) == (0.625, 0.625, 0.0)
+        # One churn in 38 customer-days; monthly: 1 − (37/38)^30 = 0.55069234; LTV:
+        # 50.00 ÷ 0.55069234 = 90.79.
+        assert (row["customer_days"], row["churn_hazard"]) == (38, 0.02631579)
+        assert row["monthly_churn_rate"] == 0.55069234
+        assert (row["churn_level"], row["arpa"]["amount"], row["ltv"]["amount"]) == (
+            "high", 5000, 9079,
+        )  # fmt: skip
+
+        # Published now is what the tables say: the same row, computed the same way.
+        live = answer(client, "/v1/metrics/churn", **FEB)
+        assert live["as_known_on"] is None
+        assert live["data"] == now["data"]
+
+    def test_csv(self, client: TestClient, db_session: Session, closed: dict[str, Any]):
+        cancel_b(client, db_session)
+        (row,), headers = as_csv(
+            client, "/v1/metrics/churn", **FEB, as_known_on=closed["closed_at"]
+        )
+        assert (row["customers_lost"], row["customer_churn_rate"], row["mrr_end"]) == (
+            "0", "0.0", "8000",
+        )  # fmt: skip
+        assert headers["x-as-known-on"].startswith(date.today().isoformat())
+        (live,), headers = as_csv(client, "/v1/metrics/churn", **FEB)
+        assert (live["customers_lost"], live["customer_churn_rate"], live["mrr_end"]) == (
+            "1", "0.5", "5000",
+        )  # fmt: skip
+        assert "x-as-known-on" not in headers
+
+
+class TestKnownCohorts:
+    """The January cohort (cus_a and cus_b, 80.00): its January cell is January's close,
+    its February cell February's; later months are not closed."""
+
+    def test_before_and_after_the_restatement(
+        self, client: TestClient, db_session: Session, closed: dict[str, Any]
+    ):
+        cancel_b(client, db_session)
+        full = (2, 8000, 2, 1.0, 8000, 1.0)
+        known = answer(client, "/v1/metrics/cohorts", **JAN_COHORT, as_known_on=closed["closed_at"])
+        assert known["as_known_on"] is not None
+        # Through February, the last month closed: March on was never published.
+        assert cells(known) == {0: full, 1: full}
+        # As known at January's close, before February's: January's cell only.
+        at_jan = closed_at(client, "2025-01")
+        assert cells(answer(client, "/v1/metrics/cohorts", **JAN_COHORT, as_known_on=at_jan)) == {
+            0: full
+        }
+
+        today = date.today().isoformat()
+        now = answer(client, "/v1/metrics/cohorts", **JAN_COHORT, as_known_on=today)
+        # One of two customers left; 50.00 of 80.00 stays.
+        assert cells(now) == {0: full, 1: (2, 8000, 1, 0.5, 5000, 0.625)}
+        # A February cohort selected too: it has nobody, so no rows.
+        both = {"start": "2025-01-01", "end": "2025-03-01"}
+        assert (
+            answer(client, "/v1/metrics/cohorts", **both, as_known_on=today)["data"] == now["data"]
+        )
+
+        live = cells(answer(client, "/v1/metrics/cohorts", **JAN_COHORT))
+        assert live[1] == (2, 8000, 1, 0.5, 5000, 0.625)
+        assert live[2] == (2, 8000, 1, 0.5, 5000, 0.625)  # March: live only
+
+    def test_csv(self, client: TestClient, db_session: Session, closed: dict[str, Any]):
+        cancel_b(client, db_session)
+        rows, headers = as_csv(
+            client, "/v1/metrics/cohorts", **JAN_COHORT, as_known_on=closed["closed_at"]
+        )
+        found = [(r["months_since_start"], r["active_customers"], r["cohort_mrr"]) for r in rows]
+        assert found == [("0", "2", "8000"), ("1", "2", "8000")]
+        assert "x-as-known-on" in headers
+        rows, _ = as_csv(client, "/v1/metrics/cohorts", **JAN_COHORT)
+        assert (rows[1]["active_customers"], rows[1]["cohort_mrr"]) == ("1", "5000")
+        assert len(rows) > 2
+
+
+class TestKnownChurnReasons:
+    def test_before_and_after_the_restatement(
+        self, client: TestClient, db_session: Session, closed: dict[str, Any]
+    ):
+        cancel_b(client, db_session)
+        path = "/v1/metrics/churn-reasons"
+        known = answer(client, path, **FEB, as_known_on=closed["closed_at"])
+        assert known["as_known_on"] is not None and known["data"] == []  # nobody had left
+        now = answer(client, path, **FEB, as_known_on=date.today().isoformat())
+        assert [
+            (r["period_start"], r["reason"], r["feedback"], r["churns"], r["churned_mrr"]["amount"])
+            for r in now["data"]
+        ] == [("2025-02-01", "voluntary", None, 1, -3000)]
+        assert answer(client, path, **FEB)["data"] == now["data"]
+
+    def test_csv(self, client: TestClient, db_session: Session, closed: dict[str, Any]):
+        cancel_b(client, db_session)
+        path = "/v1/metrics/churn-reasons"
+        rows, headers = as_csv(client, path, **FEB, as_known_on=closed["closed_at"])
+        assert rows == [] and "x-as-known-on" in headers
+        (row,), _ = as_csv(client, path, **FEB)
+        assert (row["reason"], row["feedback"], row["churns"], row["churned_mrr"]) == (
+            "voluntary", "", "1", "-3000",
+        )  # fmt: skip
+
+
+class TestKnownRefusals:
+    def test_what_mrr_refuses_is_refused_alike(
+        self, client: TestClient, db_session: Session, closed: dict[str, Any]
+    ):
+        today = date.today().isoformat()
+        yesterday = (date.today() - timedelta(days=1)).isoformat()
+        march = {"start": "2025-03-01", "end": "2025-04-01"}
+        cases = [
+            (path, params)
+            for path in ANSWERS
+            for params in (
+                {**FEB, "as_known_on": yesterday},  # not closed yet then
+                {**march, "as_known_on": today},  # never closed
+                {**FEB, "plan": "price_1", "as_known_on": today},
+                {**FEB, "segment_by": "plan", "as_known_on": today},
+                {**FEB, "as_known_on": "not-a-day"},
+                {**FEB, "as_known_on": "2025-02-01T00:00:00"},  # no zone
+            )
+        ] + [
+            (path, {**FEB, "interval": "week", "as_known_on": today})
+            for path in ("/v1/metrics/churn", "/v1/metrics/churn-reasons")
+        ]
+        for path, params in cases:
+            found = client.get(path, params=params, headers=READ)
+            assert found.status_code == 422, (path, params, found.text)
+            error = found.json()["error"]
+            assert error["param"] == "as_known_on", (path, params)
+            mrr = client.get("/v1/metrics/mrr", params=params, headers=READ)
+            assert mrr.json()["error"]["message"] == error["message"], (path, params)
+
+    def test_months_closed_before_churn_figures_were_kept(
+        self, client: TestClient, db_session: Session, closed: dict[str, Any]
+    ):
+        # February as an earlier version closed it: the movement figures only.
+        feb = db_session.get(ClosedPeriod, ("", "usd", date(2025, 2, 1)))
+        assert feb is not None
+        old = {k: feb.figures_at_close[k] for k in MOVEMENT_FIGURES}
+        feb.figures_at_close, feb.figures = old, dict(old)
+        db_session.commit()
+        cancel_b(client, db_session)
+
+        # Restated in what it kept, and nothing it did not keep.
+        (r,) = client.get("/v1/restatements", headers=READ).json()["data"]
+        assert {c["metric"] for c in r["changes"]} == {
+            "churned_mrr", "churned_customers", "mrr_end", "customers_end",
+        }  # fmt: skip
+        today = date.today().isoformat()
+        movements = february(client, as_known_on=closed["closed_at"])["data"][0]
+        assert movements["mrr_end"]["amount"] == 8000
+        for path in ("/v1/metrics/churn", "/v1/metrics/churn-reasons"):
+            found = client.get(path, params={**FEB, "as_known_on": today}, headers=READ)
+            assert found.status_code == 422, found.text
+            assert "closed before" in found.json()["error"]["message"]
+        # The January cohort: January's cell (kept), none of February's.
+        jan = answer(client, "/v1/metrics/cohorts", **JAN_COHORT, as_known_on=today)
+        assert cells(jan) == {0: (2, 8000, 2, 1.0, 8000, 1.0)}
+
+
+class TestReasonRestated:
+    """February closed with cus_b's cancellation at 01:00 on 10 February as
+    `too_expensive`; a late event says it ended at 00:00 that day, `switched_service`
+    (the first end is the churn). The churn moves from one key to another, on the same
+    day: the key it left is restated to 0 and is no row any more; nothing else moves."""
+
+    def test_a_churn_moving_to_another_feedback(self, client: TestClient, db_session: Session):
+        post_subscription(client, "evt_a_created", "cus_a", 5000)
+        post_subscription(client, "evt_b_created", "cus_b", 3000)
+        feedback = {"reason": "cancellation_requested", "feedback": "too_expensive"}
+        post_subscription(
+            client, "evt_b_canceled", "cus_b", 3000, status="canceled",
+            ended_at=FEB_10 + 3600, canceled_at=FEB_10, cancellation_details=feedback,
+        )  # fmt: skip
+        project_and_refresh(db_session)
+        closed = close(client, "2025-02").json()
+        post_subscription(
+            client, "evt_b_canceled_earlier", "cus_b", 3000, status="canceled",
+            ended_at=FEB_10, canceled_at=FEB_10,
+            cancellation_details={**feedback, "feedback": "switched_service"},
+        )  # fmt: skip
+        project_and_refresh(db_session)
+
+        (r,) = client.get("/v1/restatements", headers=READ).json()["data"]
+        assert {c["metric"]: (c["old"], c["new"]) for c in r["changes"]} == {
+            "churn_reason:voluntary:too_expensive:churns": (1, 0),
+            "churn_reason:voluntary:too_expensive:churned_mrr": (-3000, 0),
+            "churn_reason:voluntary:switched_service:churns": (0, 1),
+            "churn_reason:voluntary:switched_service:churned_mrr": (0, -3000),
+        }
+        path = "/v1/metrics/churn-reasons"
+
+        def reasons(**params: Any) -> list[tuple[str, int, int]]:
+            rows = answer(client, path, **FEB, **params)["data"]
+            return [(r["feedback"], r["churns"], r["churned_mrr"]["amount"]) for r in rows]
+
+        assert reasons(as_known_on=closed["closed_at"]) == [("too_expensive", 1, -3000)]
+        today = date.today().isoformat()
+        assert reasons(as_known_on=today) == reasons() == [("switched_service", 1, -3000)]

@@ -47,6 +47,9 @@ from service.payments.alerts import enqueue_alert
 MONTH = P.Interval.month
 # What the first closes kept: the movement answer's figures and the customers at both ends.
 MOVEMENT_FIGURES = ("mrr_start", "mrr_end", "customers_start", "customers_end", *DAILY_SUMS)
+# The month's figures always there, in the order lists show them (the cohort and reason
+# keys are sparse, and come after).
+FIGURES = (*MOVEMENT_FIGURES, *PERIOD_SUMS)
 COHORT = "cohort"
 REASON = "churn_reason"
 REASON_VALUES = ("churns", "churned_mrr")
@@ -80,6 +83,17 @@ def cohort_key(cohort: date, value: str) -> str:
 
 def reason_key(reason: str, feedback: str, value: str) -> str:
     return f"{REASON}:{reason}:{feedback}:{value}"
+
+
+def metric_of(key: str) -> str:
+    """The metric a kept figure is a value of: itself, or a cohort cell's or a churn
+    reason's value (`cohort:2025-01:cohort_mrr` → `cohort_mrr`)."""
+    return key.rsplit(":", 1)[-1] if sparse(key) else key
+
+
+def sparse(key: str) -> bool:
+    """A cohort cell's or churn reason's figure: absent means 0."""
+    return key.startswith((COHORT + ":", REASON + ":"))
 
 
 def cohort_cells(figures: dict[str, int]) -> dict[date, dict[str, int]]:

@@ -15,7 +15,7 @@ from service.kit.csv import cell, csv_response, csv_stream
 from service.kit.money import display
 from service.ledger.models import MrrMovement
 from service.ledger.schemas import Money
-from service.metrics.closing import FIGURES
+from service.metrics.closing import FIGURES, metric_of, sparse
 from service.metrics.definitions import METRICS
 from service.metrics.schemas import (
     ClosedPeriodsPage,
@@ -161,7 +161,7 @@ def _freshness_headers(page: PeriodsFreshness) -> dict[str, str]:
 
 
 def _kind(metric: str) -> str | None:
-    known = METRICS.get(metric)
+    known = METRICS.get(metric_of(metric))
     return known.kind if known else None
 
 
@@ -191,10 +191,11 @@ def periods_csv(page: ClosedPeriodsPage) -> Response:
     def rows() -> Iterator[tuple[Any, ...]]:
         for p in page.data:
             for m in _in_order([*p.figures_at_close, *p.figures]):
+                absent = 0 if sparse(m) else None
+                at_close, now = p.figures_at_close.get(m, absent), p.figures.get(m, absent)
                 yield (
                     p.period, p.period_start, p.period_end, p.currency, p.closed_at, p.as_of,
-                    p.restatements,
-                    *_figure(m, p.figures_at_close.get(m), p.figures.get(m), p.currency),
+                    p.restatements, *_figure(m, at_close, now, p.currency),
                 )  # fmt: skip
 
     return csv_stream(

@@ -25,7 +25,8 @@ from service.metrics.render import PERIOD_COLUMNS, RESTATEMENT_COLUMNS
 from tests.metrics.test_closing import READ, cancel_b, closed  # noqa: F401 (a fixture)
 
 # (metric, kind, at close, now) of each month after the late cancellation, in the
-# columns' order: MRR and customers at both ends, then the movements.
+# columns' order: MRR and customers at both ends, the movements, turnover and
+# customer-days, then the cohort cells and churn reasons by name.
 JANUARY = [
     ("mrr_start", "amount", 0, 0), ("mrr_end", "amount", 8000, 8000),
     ("customers_start", "count", 0, 0), ("customers_end", "count", 2, 2),
@@ -35,6 +36,13 @@ JANUARY = [
     ("reactivated_customers", "count", 0, 0), ("churned_customers", "count", 0, 0),
     ("expansions", "count", 0, 0), ("contractions", "count", 0, 0),
     ("unconverted_movements", "count", 0, 0),
+    # Customer-days: nobody active at the start of 1 January, both on the 30 days after.
+    ("customer_days", "count", 60, 60), ("customers_lost", "count", 0, 0),
+    ("customers_gained", "count", 2, 2),
+    ("cohort:2025-01:active_customers", "count", 2, 2),
+    ("cohort:2025-01:cohort_customers", "count", 2, 2),
+    ("cohort:2025-01:cohort_mrr", "amount", 8000, 8000),
+    ("cohort:2025-01:initial_mrr", "amount", 8000, 8000),
 ]  # fmt: skip
 FEBRUARY = [
     ("mrr_start", "amount", 8000, 8000), ("mrr_end", "amount", 8000, 5000),
@@ -45,6 +53,16 @@ FEBRUARY = [
     ("reactivated_customers", "count", 0, 0), ("churned_customers", "count", 0, 1),
     ("expansions", "count", 0, 0), ("contractions", "count", 0, 0),
     ("unconverted_movements", "count", 0, 0),
+    # 2 × 28 days; then 2 × 10 (1–10 February) + 1 × 18.
+    ("customer_days", "count", 56, 38), ("customers_lost", "count", 0, 1),
+    ("customers_gained", "count", 0, 0),
+    # Not there at the close (no churn then): 0.
+    ("churn_reason:voluntary::churned_mrr", "amount", 0, -3000),
+    ("churn_reason:voluntary::churns", "count", 0, 1),
+    ("cohort:2025-01:active_customers", "count", 2, 1),
+    ("cohort:2025-01:cohort_customers", "count", 2, 2),
+    ("cohort:2025-01:cohort_mrr", "amount", 8000, 5000),
+    ("cohort:2025-01:initial_mrr", "amount", 8000, 8000),
 ]  # fmt: skip
 # The events both months' figures included at the close were created on 1 January.
 AS_OF_AT_CLOSE = "2025-01-01T00:00:00Z"
@@ -104,9 +122,10 @@ class TestPeriodsCsv:
         ]  # fmt: skip
         assert rows == expected
         # The spots a reader checks first, spelled out.
-        assert rows[16][7:] == ["mrr_end", "amount", "8000", "80.00", "5000", "50.00", "-3000",
-                                "-30.00"]  # fmt: skip
-        assert rows[18][7:] == ["customers_end", "count", "2", "", "1", "", "-1", ""]
+        feb = len(JANUARY)
+        assert rows[feb + 1][7:] == ["mrr_end", "amount", "8000", "80.00", "5000", "50.00",
+                                     "-3000", "-30.00"]  # fmt: skip
+        assert rows[feb + 3][7:] == ["customers_end", "count", "2", "", "1", "", "-1", ""]
         # Times in ISO 8601 with their zone, as the JSON spells them.
         assert all(r[4].endswith("Z") and "T" in r[4] for r in rows)
         assert (answer.headers["x-as-of"], answer.headers["x-stale"]) == (AS_OF_NOW, "false")
@@ -118,6 +137,7 @@ class TestPeriodsCsv:
         by_header = client.get("/v1/periods", headers={**READ, "Accept": "text/csv"})
         assert by_header.status_code == 200
         assert by_header.text == get_csv(client, "/v1/periods").text
+        # No cancellation here: February, like January, has no churn reason.
         assert len(lines(by_header.text)) == 1 + 2 * len(JANUARY)
 
     def test_no_closed_month_is_the_header_alone(self, client: TestClient):
@@ -150,12 +170,16 @@ class TestRestatementsCsv:
             "event_ids",
         ]  # fmt: skip
         lead = [str(found["id"]), "2025-02", "2025-02-01", "usd", found["detected_at"]]
-        assert rows == [
-            [*lead, *figure("mrr_end", "amount", 8000, 5000), "evt_late_cancel"],
-            [*lead, *figure("customers_end", "count", 2, 1), "evt_late_cancel"],
-            [*lead, *figure("churned_mrr", "amount", 0, -3000), "evt_late_cancel"],
-            [*lead, *figure("churned_customers", "count", 0, 1), "evt_late_cancel"],
-        ]
+        changed = [
+            ("mrr_end", "amount", 8000, 5000), ("customers_end", "count", 2, 1),
+            ("churned_mrr", "amount", 0, -3000), ("churned_customers", "count", 0, 1),
+            ("customer_days", "count", 56, 38), ("customers_lost", "count", 0, 1),
+            ("churn_reason:voluntary::churned_mrr", "amount", 0, -3000),
+            ("churn_reason:voluntary::churns", "count", 0, 1),
+            ("cohort:2025-01:active_customers", "count", 2, 1),
+            ("cohort:2025-01:cohort_mrr", "amount", 8000, 5000),
+        ]  # fmt: skip
+        assert rows == [[*lead, *figure(*f), "evt_late_cancel"] for f in changed]
         assert rows[0][4].endswith("Z")
         assert rows[2][7:13] == ["0", "0.00", "-3000", "-30.00", "-3000", "-30.00"]
         assert answer.headers["x-as-of"] == AS_OF_NOW

@@ -6,7 +6,8 @@ posting the outbox to ALERT_WEBHOOK_URL, which respx answers at the HTTP layer.
 test_closing's account: cus_a at 50.00 and cus_b at 30.00 from 1 January 2025, January
 and February closed with MRR 80.00; cus_b's cancellation dated 10 February
 (evt_late_cancel) makes February's MRR at its end 50.00, one customer, churned −30.00
-and one churned customer.
+and one churned customer (one customer lost, voluntary, 38 customer-days rather than 56;
+the January cohort's February cell one customer and 50.00).
 """
 
 from __future__ import annotations
@@ -125,9 +126,16 @@ class TestRestatedAlert:
             "currency": "usd",
             # Every figure that moved, old → new, by name.
             "changes": [
+                {"metric": "churn_reason:voluntary::churned_mrr", "old": 0, "new": -3000},
+                {"metric": "churn_reason:voluntary::churns", "old": 0, "new": 1},
                 {"metric": "churned_customers", "old": 0, "new": 1},
                 {"metric": "churned_mrr", "old": 0, "new": -3000},
+                {"metric": "cohort:2025-01:active_customers", "old": 2, "new": 1},
+                {"metric": "cohort:2025-01:cohort_mrr", "old": 8000, "new": 5000},
+                # 2 customers × 28 days; then 2 × 10 (1–10 Feb) + 1 × 18 (11–28 Feb).
+                {"metric": "customer_days", "old": 56, "new": 38},
                 {"metric": "customers_end", "old": 2, "new": 1},
+                {"metric": "customers_lost", "old": 0, "new": 1},
                 {"metric": "mrr_end", "old": 8000, "new": 5000},
             ],
             "event_ids": ["evt_late_cancel"],

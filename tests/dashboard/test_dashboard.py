@@ -669,13 +669,22 @@ class TestPeriods:
             """rows => rows.map(r => [...r.querySelectorAll('li')]
                  .map(li => [li.dataset.metric, +li.dataset.old, +li.dataset.new]))""",
         )
-        # In the figures' order (MRR, customers, then movements), the API's by name.
+        # In the figures' order (MRR, customers, movements, turnover and customer-days,
+        # then the cohort cells by name), the API's by name.
         assert [sorted(row) for row in shown] == [
             sorted([c["metric"], c["old"], c["new"]] for c in r["changes"]) for r in newest_first
         ]
+        values = ("active_customers", "cohort_customers", "cohort_mrr", "initial_mrr")
+        cohort = [f"cohort:2024-03:{v}" for v in values]
         assert [[m for m, _, _ in row] for row in shown] == [
-            ["mrr_end", "customers_end", "new_mrr", "new_customers"]
-        ] * 2
+            ["mrr_end", "customers_end", "new_mrr", "new_customers", "customer_days",
+             "customers_gained", *cohort]
+        ] * 2  # fmt: skip
+        names = page.eval_on_selector_all(
+            "#restatements-table tbody tr:first-child li .metric", "s => s.map(e => e.textContent)"
+        )
+        assert names[-4:] == ["Cohort 2024-03: active customers", "Cohort 2024-03: customers",
+                              "Cohort 2024-03: MRR", "Cohort 2024-03: initial MRR"]  # fmt: skip
         changes = [{c["metric"]: c["new"] - c["old"] for c in r["changes"]} for r in newest_first]
         assert [(c["new_mrr"], c["mrr_end"], c["new_customers"]) for c in changes] == [
             (2500, 2500, 1), (4000, 4000, 1),

@@ -674,8 +674,25 @@ const FIGURE_NAMES = {
   reactivation_mrr: "Reactivation MRR", new_customers: "New customers",
   reactivated_customers: "Reactivated customers", churned_customers: "Churned customers",
   expansions: "Expansions", contractions: "Contractions",
-  unconverted_movements: "Rows without FX rate",
+  unconverted_movements: "Rows without FX rate", customer_days: "Customer-days",
+  customers_lost: "Customers lost", customers_gained: "Customers gained",
 };
+// A close also keeps each cohort's cell of the month (cohort:YYYY-MM:<value>) and the churn
+// per reason and feedback (churn_reason:<reason>:<feedback>:<value>); they come last.
+const CELL_NAMES = { cohort_customers: "customers", initial_mrr: "initial MRR",
+  active_customers: "active customers", cohort_mrr: "MRR", churns: "churns",
+  churned_mrr: "churned MRR" };
+function figureName(metric) {
+  if (FIGURE_NAMES[metric]) return FIGURE_NAMES[metric];
+  const parts = metric.split(":");
+  const value = CELL_NAMES[parts[parts.length - 1]] ?? parts[parts.length - 1];
+  if (parts[0] === "cohort" && parts.length === 3) return `Cohort ${parts[1]}: ${value}`;
+  if (parts[0] === "churn_reason" && parts.length >= 4) {
+    const feedback = parts.slice(2, -1).join(":");
+    return `Churn, ${parts[1]}${feedback ? ` (${feedback.replaceAll("_", " ")})` : ""}: ${value}`;
+  }
+  return metric.replaceAll("_", " ");
+}
 // The closed-months table's columns (short: they share one line at desktop width); every
 // figure that moved is in the restatements.
 const PERIOD_FIGURES = [["mrr_start", "MRR start"], ["new_mrr", "New"],
@@ -711,7 +728,7 @@ function change(c, currency) {
   const delta = c.new - c.old;
   const signed = isAmount(metric) ? F.money(delta, currency) : F.count(delta);
   return h("li", { dataset: { metric, old: c.old, new: c.new } },
-    h("span", { class: "metric" }, FIGURE_NAMES[metric] ?? metric.replaceAll("_", " ")), " ",
+    h("span", { class: "metric" }, figureName(metric)), " ",
     figureValue(metric, c.old, currency), " → ", figureValue(metric, c.new, currency), " ",
     h("span", { class: delta < 0 ? "delta down" : "delta up" },
       `(${delta > 0 ? "+" : ""}${signed})`));

@@ -37,6 +37,7 @@ from service.sync.endpoints import router as sync_router
 from service.webhooks.collector import DeadLetterCollector
 from service.webhooks.endpoints import admin_router as dead_letters_router
 from service.webhooks.endpoints import router as webhooks_router
+from service.webhooks.fastpath import WebhookFastPath
 from service.webhooks.writer import EventWriter
 
 log = logging.getLogger("churn_ledger.app")
@@ -145,6 +146,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # Inside the timing middleware, so that its 401, 413 and 500 answers are timed too.
     app.add_middleware(RequestGuard)
     app.add_middleware(TimingMiddleware, telemetry=telemetry)
+    if settings.webhook_fast_path:
+        # Outermost: the hottest route answered before FastAPI's layers (timed by itself).
+        app.add_middleware(WebhookFastPath)
     app.include_router(webhooks_router)
     app.include_router(ops_router)
     app.include_router(metrics_router)

@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         description="Keys that may do everything incl. /v1/admin; same forms, unbound only.",
     )
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    webhook_fast_path: bool = Field(
+        True,
+        description=(
+            "Answer POST /webhooks/stripe in a plain ASGI handler before FastAPI's layers"
+            " (same checks and answers; off: FastAPI's route)"
+        ),
+    )
     reporting_currency: str = Field("USD", min_length=3, max_length=3)
     log_level: str = "INFO"
     past_due_grace_days: int | None = Field(

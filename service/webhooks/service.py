@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from service.kit.telemetry import Telemetry
+from service.webhooks.dependencies import VerifiedEvent
 from service.webhooks.models import EventSource
 from service.webhooks.repository import StripeEventRepository
-from service.webhooks.schemas import DeadLetterOut, DeadLettersOut, StripeEventEnvelope
+from service.webhooks.schemas import (
+    DeadLetterOut,
+    DeadLettersOut,
+    StripeEventEnvelope,
+    WebhookAck,
+)
 from service.webhooks.writer import EventWriter
+
+log = logging.getLogger("churn_ledger.webhooks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +76,44 @@ async def receive_event(
     """Store a webhook's event; returns once it is committed (the writer's edge)."""
     row_id = await writer.store(event_row(payload, envelope))
     return StoreResult(row_id=row_id, duplicate=row_id is None)
+
+
+# The two possible answers, rendered once: this is the hottest route.
+ACK_BODY = {
+    duplicate: WebhookAck(received=True, duplicate=duplicate).model_dump_json().encode()
+    for duplicate in (False, True)
+}
+
+
+async def accept_webhook(
+    writer: EventWriter,
+    event: VerifiedEvent,
+    telemetry: Telemetry,
+    stored_hooks: Iterable[Callable[[], None]],
+) -> bytes:
+    """A verified webhook stored and committed, counted, logged, and the hooks told
+    (the projector wakes up); the answer's body. A database failure raises (503)."""
+    envelope = event.envelope
+    result = await receive_event(writer, event.payload, envelope)
+    outcome = "duplicate" if result.duplicate else "stored"
+    telemetry.webhook_events.labels(envelope.type, outcome).inc()
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "webhook",
+            extra={
+                "fields": {
+                    "event_id": envelope.id,
+                    "type": envelope.type,
+                    "account": envelope.account,
+                    "outcome": outcome,
+                    "ms": round((time.perf_counter() - event.started) * 1000, 2),
+                }
+            },
+        )
+    if not result.duplicate:
+        for hook in stored_hooks:
+            hook()
+    return ACK_BODY[result.duplicate]
 
 
 def dead_letters(session: Session, account: str | None, limit: int) -> DeadLettersOut:

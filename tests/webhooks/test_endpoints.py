@@ -11,7 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.webhooks.dependencies import verified_stripe_event
 from service.webhooks.models import QueuedEvent, StripeEvent
+from service.webhooks.signature import WebhookRejected
 from tests.signing import WEBHOOK_SECRET, event_body, sign, signed_headers
 
 URL = "/webhooks/stripe"
@@ -306,3 +308,29 @@ class TestTelemetry:
         dumped = json.dumps([r.fields for r in records]) + " ".join(r.getMessage() for r in records)
         assert "zzTOPzz" not in dumped
         assert WEBHOOK_SECRET not in dumped
+
+
+class TestFastPath:
+    """Which of the two serves the route: with the fast path on, FastAPI's dependencies
+    of the route are never solved (an override of its verification that would refuse
+    everything changes nothing); off, they are."""
+
+    def test_the_fast_path_serves_the_route_when_on(
+        self, app: Any, client: TestClient, settings: Any, db_session: Session
+    ):
+        def refuse() -> None:
+            raise WebhookRejected(400, "overridden", "FastAPI's route answered")
+
+        app.dependency_overrides[verified_stripe_event] = refuse
+        response = post(client, event_body(make_event()))
+        if settings.webhook_fast_path:
+            assert response.status_code == 200
+            assert stored_count(db_session) == 1
+        else:
+            assert response.status_code == 400
+            assert response.json()["error"]["message"] == "FastAPI's route answered"
+            assert stored_count(db_session) == 0
+
+    def test_other_methods_and_paths_pass_through(self, client: TestClient):
+        assert client.get(URL).status_code == 405
+        assert client.post(URL + "/x", content=b"{}").status_code == 404

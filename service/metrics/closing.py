@@ -242,15 +242,21 @@ def _restated(
 
 
 def _causes(repo: PeriodsRepository, cp: ClosedPeriod) -> list[str]:
+    """The events received after the close behind a month's change, not named by an
+    earlier restatement of it: those on the month's own ledger rows, else those on the
+    rows before it (a backdated change in an earlier month moves this one's MRR at its
+    start and end, and its counts), else any late event of a customer with rows up to the
+    month's end."""
     end = P.shift(cp.period, P.Interval.month)
-    rows = repo.month_rows(cp.account, cp.reporting_currency, cp.period, end)
-    in_rows = {i for _, ids in rows for i in ids}
-    late = repo.events_received_after(cp.account, cp.closed_at, sorted({c for c, _ in rows}))
+    customers = repo.customers_with_events_after(cp.account, cp.closed_at)
+    rows = repo.rows_until(cp.account, cp.reporting_currency, end, customers)
+    in_month = {i for _, day, ids in rows if day >= cp.period for i in ids}
+    before = {i for _, _, ids in rows for i in ids}
+    late = repo.events_received_after(cp.account, cp.closed_at, sorted({c for c, _, _ in rows}))
     named = {i for r in repo.restatements(cp.account, cp.reporting_currency, cp.period)
              for i in r.event_ids}  # fmt: skip
     fresh = [i for i, _ in late if i not in named]
-    direct = [i for i in fresh if i in in_rows]
-    return direct or fresh
+    return [i for i in fresh if i in in_month] or [i for i in fresh if i in before] or fresh
 
 
 def restatement_payload(r: Restatement) -> dict[str, object]:

@@ -355,30 +355,42 @@ class PeriodsRepository:
             where.append(t.id > after_id)
         return self.session.scalars(select(t).where(*where).order_by(t.id).limit(limit)).all()
 
-    def month_rows(
-        self, account: str, currency: str, start: date, end: date
-    ) -> Sequence[tuple[str, list[str]]]:
-        """(customer, event ids) of the ledger rows in [start, end)."""
+    def rows_until(
+        self, account: str, currency: str, end: date, customers: Sequence[str]
+    ) -> Sequence[tuple[str, date, list[str]]]:
+        """(customer, day, event ids) of these customers' ledger rows before `end`."""
+        if not customers:
+            return []
         t = MrrMovement
-        stmt = select(t.customer_id, t.event_ids).where(
-            t.account == account, t.reporting_currency == currency, t.day >= start, t.day < end
+        out = []
+        for part in _chunks(customers):  # SQLite caps a statement's parameters
+            stmt = select(t.customer_id, t.day, t.event_ids).where(
+                t.account == account, t.reporting_currency == currency, t.day < end,
+                t.customer_id.in_(part),
+            )  # fmt: skip
+            out += [(c, d, list(ids or [])) for c, d, ids in self.session.execute(stmt)]
+        return out
+
+    def customers_with_events_after(self, account: str, after: datetime) -> list[str]:
+        e = StripeEvent
+        stmt = select(e.customer_id).where(
+            e.account == account, e.received_at > after, e.customer_id.is_not(None)
         )
-        return [(c, list(ids or [])) for c, ids in self.session.execute(stmt)]
+        return sorted(set(self.session.scalars(stmt.distinct())))
 
     def events_received_after(
         self, account: str, after: datetime, customers: Sequence[str]
     ) -> Sequence[tuple[str, str | None]]:
         """(event id, customer) of the customers' events received after `after`, in the
         order they were stored."""
-        if not customers:
-            return []
         e = StripeEvent
-        stmt = (
-            select(e.event_id, e.customer_id)
-            .where(e.account == account, e.received_at > after, e.customer_id.in_(customers))
-            .order_by(e.id)
-        )
-        return [(i, c) for i, c in self.session.execute(stmt)]
+        found: list[tuple[int, str, str | None]] = []
+        for part in _chunks(customers):  # SQLite caps a statement's parameters
+            stmt = select(e.id, e.event_id, e.customer_id).where(
+                e.account == account, e.received_at > after, e.customer_id.in_(part)
+            )
+            found += [(n, i, c) for n, i, c in self.session.execute(stmt)]
+        return [(i, c) for _, i, c in sorted(found)]
 
 
 class MetricsStore(MetricsRepository):

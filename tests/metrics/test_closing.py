@@ -191,6 +191,28 @@ class TestRestatement:
         assert {"metric": "mrr_end", "old": 8000, "new": 5000} in alert.payload["changes"]
         assert b'"type":"period.restated"' in alert_body(alert)
 
+    def test_an_earlier_months_late_event_is_named_by_the_later_month_too(
+        self, client: TestClient, db_session: Session, closed: dict[str, Any]
+    ):
+        """cus_b cancelled as of 20 January: January churns it; February, with no ledger
+        row of its own, changes at its start (MRR 80.00 → 50.00, 2 → 1 customers). Both
+        restatements name the late event that caused them."""
+        jan_20 = T0 + 19 * DAY
+        post_subscription(
+            client, "evt_late_jan", "cus_b", 3000, status="canceled", ended_at=jan_20,
+            canceled_at=jan_20,
+        )  # fmt: skip
+        project_and_refresh(db_session)
+        found = client.get("/v1/restatements", headers=READ).json()["data"]
+        by_period = {r["period"]: r for r in found}
+        assert sorted(by_period) == ["2025-01", "2025-02"]
+        assert by_period["2025-01"]["event_ids"] == ["evt_late_jan"]
+        assert by_period["2025-02"]["event_ids"] == ["evt_late_jan"]
+        feb = {c["metric"]: (c["old"], c["new"]) for c in by_period["2025-02"]["changes"]}
+        assert feb["mrr_start"] == (8000, 5000)
+        assert feb["customers_start"] == (2, 1)
+        assert "churned_mrr" not in feb
+
     def test_as_known_on_answers_the_figures_before_it(
         self, client: TestClient, db_session: Session, closed: dict[str, Any]
     ):

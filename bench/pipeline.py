@@ -120,6 +120,21 @@ class Deployed:
             time.sleep(0.1)
         raise RuntimeError("serve did not start")
 
+    def warm_up(self, headers: dict[str, str], timeout: float = 120) -> None:
+        """One event seen through before anything is timed: for the first seconds after
+        serve answers, its projector's process is still importing (a one-off at start,
+        not the steady state a lag figure is about)."""
+        body = _new_customer_event(0, "warm")
+        answer = httpx.post(
+            self.url + "/webhooks/stripe", content=body, headers=load.signed(body, SECRET)
+        )
+        answer.raise_for_status()
+        deadline = time.monotonic() + timeout
+        while httpx.get(self.url + "/v1/customers/cus_warm0", headers=headers).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the warm-up event was never projected")
+            time.sleep(0.1)
+
     def sample_rss(self) -> None:
         """Peak RSS so far of the server and of each of its children (the projector)."""
         for i, pid in enumerate(_process_tree(self.proc.pid)):
@@ -326,6 +341,8 @@ def lag(engine_name: str, rate: float, seconds: float, sample_every: int = 10) -
             async def visible(client: httpx.AsyncClient, n: int) -> bool:
                 r = await client.get(f"/v1/customers/cus_lag{n}", headers=headers)
                 return r.status_code == 200
+
+            server.warm_up(headers)
 
             result = asyncio.run(_steady(server.url, rate, seconds, sample_every, visible))
             server.sample_rss()

@@ -66,9 +66,14 @@ def project_pending(
     *,
     limit: int = 200,
     now: int | None = None,
+    incremental_from: int | None = None,
 ) -> int:
     """Project up to `limit` customers with queued events (oldest first) or a scheduled
     change that is due, in one batch per account; returns how many were projected.
+
+    A customer with at least `incremental_from` stored ledger events (default
+    INCREMENTAL_FROM) is projected incrementally from its stored projection; one with
+    fewer is recomputed whole, in bulk with the others.
 
     Customers another projector is projecting right now are skipped, not waited for
     (design §8). A batch that fails is retried customer by customer, each in a savepoint:
@@ -86,6 +91,7 @@ def project_pending(
         return 0
     fx = LedgerRepository(session).fx_table(options.reporting_currency)
     batch = _Batch(session, now, options.past_due_grace_days, fx)
+    batch.incremental_from = INCREMENTAL_FROM if incremental_from is None else incremental_from
     done = 0
     for account, group in groupby(mine, key=lambda c: c[0]):
         ids = [customer_id for _, customer_id in group]
@@ -190,6 +196,12 @@ def _quarantine(session: Session, batch: _Batch, account: str, customer_id: str)
 
 
 POOL_CHUNK = 50  # customers per task sent to a worker process
+# Going on from the stored projection costs ~10 statements a customer (~5 ms on
+# PostgreSQL); recomputing a batch of short histories whole costs a few statements for
+# all of them (~0.4 ms a customer plus ~0.1 ms an event). Below this many stored ledger
+# events, whole is the faster path: a burst of 16k events over 5,000 customers drained at
+# ~200 customers/s incrementally.
+INCREMENTAL_FROM = 50
 
 
 def rebuild(
@@ -271,6 +283,7 @@ class _Batch:
         self.repo = ProjectionRepository(session)
         self.events = StripeEventRepository(session)
         self.now, self.grace, self.fx, self.pool = now, grace, fx, pool
+        self.incremental_from = 0  # project_pending sets its own
 
     def customers(
         self,
@@ -288,12 +301,16 @@ class _Batch:
         # batch holding one customer each wait for the other's commit, then see it.
         repo.lock_customers(account, customer_ids)
         if incremental:
+            long = customer_ids
+            if self.incremental_from:
+                counts = events.event_counts(account, customer_ids, LEDGER_EVENTS)
+                long = [c for c in customer_ids if counts.get(c, 0) >= self.incremental_from]
             step = Incremental(events, repo, self.now, self.grace, self.fx)
-            rest, _ = step.customers(account, customer_ids, datetime.now(UTC))
+            rest, _ = step.customers(account, long, datetime.now(UTC)) if long else ([], set())
             # The metrics refresh recounts the customers projected here (as below).
-            done = sorted(set(customer_ids) - set(rest))
-            LedgerRepository(self.session).mark_changed(account, [], done)
-            customer_ids = rest
+            done = set(long) - set(rest)
+            LedgerRepository(self.session).mark_changed(account, [], sorted(done))
+            customer_ids = [c for c in customer_ids if c not in done]
             if not customer_ids:
                 return
         # What is queued now is covered by the read below; an event stored after this

@@ -106,6 +106,9 @@ def deliveries(draw: st.DrawFn) -> list[tuple[RawEvent, int]]:
 
 
 class TestIncrementalEqualsRebuild:
+    # 0: every customer with a stored projection goes on from it (the histories drawn
+    # here are short, so at the default nearly all would be recomputed whole).
+    @pytest.mark.parametrize("incremental_from", [0, None], ids=["always", "default"])
     @settings(
         max_examples=30,
         deadline=None,
@@ -113,12 +116,15 @@ class TestIncrementalEqualsRebuild:
     )
     @given(delivered=deliveries())
     def test_any_order_and_duplicates(
-        self, db_session: Session, delivered: list[tuple[RawEvent, int]]
+        self,
+        db_session: Session,
+        delivered: list[tuple[RawEvent, int]],
+        incremental_from: int | None,
     ):
         clear(db_session)
         for event, now in delivered:
             store(db_session, event)
-            project_pending(db_session, OPTIONS, now=now)
+            project_pending(db_session, OPTIONS, now=now, incremental_from=incremental_from)
         incremental = projection(db_session)
         rebuild(db_session, OPTIONS, now=delivered[-1][1], batch=2)
         assert projection(db_session) == incremental
@@ -167,10 +173,40 @@ class TestGoesOnFromTheStoredProjection:
         rebuild(db_session, OPTIONS, now=now)
         assert projection(db_session) == incremental
 
+    def test_short_histories_are_recomputed_whole_long_ones_go_on(
+        self, db_session: Session, monkeypatch
+    ):
+        """At the default, a customer with fewer than INCREMENTAL_FROM stored ledger
+        events is recomputed whole (bulk, few statements), one with more goes on from
+        its projection; both equal rebuild."""
+        clear(db_session)
+        n = projector_service.INCREMENTAL_FROM
+        short, long = long_history("cus_short", 5), long_history("cus_long", n + 5)
+        now = long[-1].created + DAY
+        for event in short[:-1] + long[:-1]:
+            store(db_session, event)
+        project_pending(db_session, OPTIONS, now=now)
+        whole: list[str] = []
+        project_rows = projector_service.project_rows
+
+        def recording(account: str, customer_id: str, *args: Any, **kwargs: Any) -> Any:
+            whole.append(customer_id)
+            return project_rows(account, customer_id, *args, **kwargs)
+
+        monkeypatch.setattr(projector_service, "project_rows", recording)
+        store(db_session, short[-1])
+        store(db_session, long[-1])
+        assert project_pending(db_session, OPTIONS, now=now) == 2
+        assert whole == ["cus_short"]
+        monkeypatch.undo()
+        incremental = projection(db_session)
+        rebuild(db_session, OPTIONS, now=now)
+        assert projection(db_session) == incremental
+
     @pytest.mark.parametrize("late", ["out_of_order", "failed_payment"])
     def test_what_it_cannot_go_on_with_is_recomputed(self, db_session: Session, late: str):
         clear(db_session)
-        history = long_history("cus_late", 30)
+        history = long_history("cus_late", projector_service.INCREMENTAL_FROM + 10)
         now = history[-1].created + DAY
         for event in history if late == "failed_payment" else history[:10] + history[11:]:
             store(db_session, event)

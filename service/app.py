@@ -30,7 +30,7 @@ from service.ops.endpoints import router as ops_router
 from service.ops.gauges import GaugeUpdater
 from service.payments.endpoints import router as payments_router
 from service.payments.sender import AlertSender, OutboxJanitor
-from service.projector.worker import ProjectorProcess, ProjectorWorker, batch_for, yield_for
+from service.projector.worker import ProjectorProcess, ProjectorWorker, batch_for
 from service.settings import Settings, get_settings
 from service.sync.collector import DriftCollector
 from service.sync.endpoints import router as sync_router
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 batch=batch_for(engine.dialect.name),
                 gate=app.state.write_gate,
                 after_pass=None if refresher is None else refresher.poke,
-                yield_factor=yield_for(engine.dialect.name, settings.projector_yield_factor),
+                yield_factor=settings.projector_yield_factor,
             )
         if refresher is not None:
             refresher.start()

@@ -144,12 +144,12 @@ class Settings(BaseSettings):
         ),
     )
     projector_max_attempts: int = Field(10, ge=1)
-    projector_yield_factor: float | None = Field(
-        None,
+    projector_yield_factor: float = Field(
+        3.0,
         ge=0,
         description=(
-            "While webhooks keep arriving, rest this × a pass's duration after it"
-            " (unset: 2 on SQLite, whose write lock a pass holds; 0 on PostgreSQL)"
+            "Under load (webhooks faster than 500/s during a pass), rest this × a pass's"
+            " duration after it: the receiver first, the backlog caught up after"
         ),
     )
     # Live metrics (design §10): whatever process projects refreshes the metric tables.

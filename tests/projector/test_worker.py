@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +23,7 @@ from service.db import make_sessionmaker
 from service.kit.gate import WriteGate
 from service.ledger.models import MrrMovement
 from service.projector.service import project_pending, rebuild
-from service.projector.worker import ProjectorProcess, ProjectorWorker, yield_for
+from service.projector.worker import ProjectorProcess, ProjectorWorker, _PipeWake
 from service.settings import LedgerOptions
 from service.webhooks.repository import StripeEventRepository
 from service.webhooks.schemas import parse_event
@@ -113,19 +114,25 @@ def _alive(pid: int | None) -> bool:
 
 
 class TestYieldingToTheReceiver:
-    """While webhooks keep arriving (the wake-up set during a pass), a pass of d seconds
-    is followed by `yield_factor` × d of rest; a quiet stream gets none."""
+    """Under load (webhooks arriving during a pass faster than YIELD_ABOVE_PER_S), a pass
+    of d seconds is followed by `yield_factor` × d of rest; a trickle or a quiet stream
+    gets none."""
 
     @staticmethod
-    def pass_starts(yield_factor: float, webhooks_during_passes: bool) -> list[float]:
+    def pass_starts(yield_factor: float, webhooks_per_pass: int, counted: bool) -> list[float]:
         starts: list[float] = []
         passes = threading.Event()
+        wake: Any = None
+        if counted:  # serve's wake-up: a pipe, one byte per stored event
+            read_fd, write_fd = _PipeWake.pair()
+            os.set_blocking(read_fd, False)
+            wake = _PipeWake(read_fd, write_fd)
 
         class Slow(ProjectorWorker):
             def drain_once(self) -> int:
                 starts.append(time.monotonic())
                 time.sleep(0.1)
-                if webhooks_during_passes:
+                for _ in range(webhooks_per_pass):
                     self.wake()  # what the receiver does on each stored event
                 if len(starts) >= 4:
                     passes.set()
@@ -136,6 +143,7 @@ class TestYieldingToTheReceiver:
             None,  # type: ignore[arg-type]  # drain_once, replaced, opens no session
             LedgerOptions(),
             poll_s=60,
+            wake=wake,
             yield_factor=yield_factor,
         )
         worker.start()
@@ -144,24 +152,26 @@ class TestYieldingToTheReceiver:
             assert passes.wait(10)
         finally:
             worker.stop()
+            if counted:
+                os.close(wake.read_fd)
+                os.close(wake.write_fd)
         return starts[:4]
 
-    @pytest.mark.parametrize("factor", [0.0, 2.0])
-    def test_passes_rest_in_proportion_while_webhooks_arrive(self, factor: float):
-        gaps = [b - a for a, b in itertools.pairwise(self.pass_starts(factor, True))]
-        if factor:
-            assert min(gaps) >= 0.1 + factor * 0.1 * 0.9, gaps
-        else:
-            assert max(gaps) < 0.25, gaps
+    def gaps(self, *args: Any) -> list[float]:
+        return [b - a for a, b in itertools.pairwise(self.pass_starts(*args))]
+
+    @pytest.mark.parametrize("counted", [True, False], ids=["pipe", "event"])
+    def test_passes_rest_in_proportion_under_load(self, counted: bool):
+        # 200 events in a 0.1 s pass: 2,000/s.
+        gaps = self.gaps(3.0, 200, counted)
+        assert min(gaps) >= 0.1 + 3.0 * 0.1 * 0.9, gaps
+        assert max(self.gaps(0.0, 200, counted)) < 0.25
+
+    def test_a_counted_trickle_gets_no_rest(self):
+        assert max(self.gaps(3.0, 5, True)) < 0.25  # 50/s
 
     def test_no_rest_when_nothing_arrives(self):
-        gaps = [b - a for a, b in itertools.pairwise(self.pass_starts(2.0, False))]
-        assert max(gaps) < 0.25, gaps
-
-    def test_the_default_yields_only_on_sqlite(self):
-        assert yield_for("sqlite") == 2.0
-        assert yield_for("postgresql") == 0.0
-        assert yield_for("sqlite", 0.0) == 0.0
+        assert max(self.gaps(3.0, 0, False)) < 0.25
 
 
 class TestWriteGateAcrossProcesses:

@@ -277,7 +277,7 @@ def main() -> None:
     parser.add_argument("--query-customers", type=int, default=100_000)
     parser.add_argument("--months", type=int, default=36, help="query history, months")
     parser.add_argument(
-        "--stored-customers", type=int, default=7_000, help="projector store size (~100k events)"
+        "--stored-events", type=int, default=100_000, help="projector store size, events"
     )
     parser.add_argument(
         "--refresh-customers", type=int, default=100_000, help="metrics refresh ledger size"
@@ -330,7 +330,7 @@ def main() -> None:
         console.print("[bold]projector[/]: a 5,000-event customer, drain vs store size")
         t = time.perf_counter()
         report["projector"] = projector.run(
-            ["sqlite", "postgresql"], 5000, 10, [0, args.stored_customers], 150
+            ["sqlite", "postgresql"], 5000, 10, [0, args.stored_events], 150
         )
         timings["projector"] = time.perf_counter() - t
     if "refresh" in parts:

@@ -44,10 +44,16 @@ class ProjectionRepository:
     # --- the per-customer lock and the schedule -------------------------------------
 
     def due_customers(self, now: int, limit: int) -> list[tuple[str, str]]:
+        """Customers with a scheduled change due at `now`, the longest due first.
+
+        Ordered by the due time, the (next_change_at) index is read from its start up to
+        `now`: ordered by the primary key, SQLite walked every customer (every drain
+        pass, the whole ledger_customers table) to find the few that are due."""
+        t = LedgerCustomer.__table__.c
         rows = self.session.execute(
-            select(LedgerCustomer.account, LedgerCustomer.customer_id)
-            .where(LedgerCustomer.next_change_at <= now)
-            .order_by(LedgerCustomer.account, LedgerCustomer.customer_id)
+            select(t.account, t.customer_id)
+            .where(t.next_change_at <= now)
+            .order_by(t.next_change_at, t.account, t.customer_id)
             .limit(limit)
         ).all()
         return [(a, c) for a, c in rows]

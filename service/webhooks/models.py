@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import Mapped, mapped_column
@@ -72,7 +73,16 @@ class QueuedEvent(Base):
     """
 
     __tablename__ = "projection_queue"
-    __table_args__ = (Index("ix_projection_queue_customer", "account", "customer_id"),)
+    __table_args__ = (
+        Index("ix_projection_queue_customer", "account", "customer_id"),
+        # Dead letters only: what reads of events leave out, in a probe (migration 0018).
+        Index(
+            "ix_projection_queue_dead",
+            "id",
+            postgresql_where=text("dead_at IS NOT NULL"),
+            sqlite_where=text("dead_at IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     account: Mapped[str] = mapped_column(String(255))

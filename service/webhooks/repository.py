@@ -14,6 +14,7 @@ from service.kit.sql import IN_CHUNK, chunks, dialect_name, insert_for
 from service.webhooks.models import QueuedEvent, StripeEvent
 
 STREAM_ROWS = 2000  # event rows per fetch while streaming a batch's events
+PENDING_PAGE = 2000  # queue rows per read while looking for the next customers to project
 _PG_EVENTS_OF_RANGE = """
 SELECT customer_id, event_id, type, created, body FROM stripe_events
 WHERE account = %(account)s AND customer_id >= %(first)s AND customer_id <= %(last)s
@@ -108,16 +109,30 @@ class StripeEventRepository:
 
     def pending_customers(self, limit: int, max_attempts: int) -> list[tuple[str, str]]:
         """Customers with queued events, those waiting longest first (by their oldest
-        queued event: a customer id late in the alphabet never starves)."""
+        queued event: a customer id late in the alphabet never starves).
+
+        The queue is walked in id order through its primary key, a page at a time, until
+        `limit` customers are found: a customer's first row met is its oldest, so this
+        is `GROUP BY customer ORDER BY min(id) LIMIT`, which read the whole backlog (1M
+        rows after a backfill) on every pass to return the first 200."""
         q = QueuedEvent.__table__.c
-        rows = self.session.execute(
-            select(q.account, q.customer_id)
-            .where(q.attempts < max_attempts, q.dead_at.is_(None))
-            .group_by(q.account, q.customer_id)
-            .order_by(func.min(q.id))
-            .limit(limit)
-        ).all()
-        return [(a, c) for a, c in rows]
+        found: dict[tuple[str, str], None] = {}
+        after: int | None = None
+        while len(found) < limit:
+            query = select(q.id, q.account, q.customer_id).where(
+                q.attempts < max_attempts, q.dead_at.is_(None)
+            )
+            if after is not None:
+                query = query.where(q.id > after)
+            rows = self.session.execute(query.order_by(q.id).limit(PENDING_PAGE)).all()
+            for row in rows:
+                found.setdefault((row.account, row.customer_id))
+                if len(found) == limit:
+                    break
+            if len(rows) < PENDING_PAGE:
+                break
+            after = rows[-1].id
+        return list(found)
 
     def queued(self, account: str, customer_ids: Sequence[str]) -> list[int]:
         """Ids of the queued events of these customers (taken off by `dequeue`), oldest

@@ -3,7 +3,9 @@ what was read (design §1), on both databases."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from datetime import UTC, datetime
+
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from service.projector.service import project_pending
@@ -92,6 +94,27 @@ class TestEmptying:
                    subscription_payload(id=f"sub_{n}", customer=customer), n + 1)  # fmt: skip
         pending = StripeEventRepository(db_session).pending_customers(2, max_attempts=10)
         assert pending == [("", "cus_Z"), ("", "cus_M")]
+
+    def test_oldest_waiting_first_across_pages_of_the_queue(self, db_session: Session):
+        # cus_A's rows fill more than a page; cus_C's only row is a dead letter and
+        # cus_E's has spent its attempts: neither is pending.
+        dead = datetime(2026, 1, 1, tzinfo=UTC)
+        rows = [{"id": i, "account": "", "customer_id": "cus_A"} for i in range(1, 2501)]
+        rows += [
+            {"id": 2501, "account": "acct_x", "customer_id": "cus_B"},
+            {"id": 2502, "account": "", "customer_id": "cus_A"},
+            {"id": 2503, "account": "", "customer_id": "cus_C", "dead_at": dead},
+            {"id": 2504, "account": "", "customer_id": "cus_E", "attempts": 10},
+            {"id": 2505, "account": "", "customer_id": "cus_D"},
+            {"id": 2506, "account": "", "customer_id": "cus_B"},
+        ]
+        db_session.execute(insert(QueuedEvent), rows)
+        repo = StripeEventRepository(db_session)
+        assert repo.pending_customers(10, max_attempts=10) == [
+            ("", "cus_A"), ("acct_x", "cus_B"), ("", "cus_D"), ("", "cus_B"),
+        ]  # fmt: skip
+        assert repo.pending_customers(2, max_attempts=10) == [("", "cus_A"), ("acct_x", "cus_B")]
+        assert repo.pending_customers(1, max_attempts=10) == [("", "cus_A")]
 
     def test_failures_are_counted_on_the_queue(self, db_session: Session):
         sub = subscription_payload(customer="cus_A")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import and_, bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
 from service.kit.sql import IN_CHUNK, chunks, insert_for
@@ -19,7 +19,7 @@ from service.ledger.models import (
     SubscriptionState,
 )
 from service.payments.models import PaymentAlert, PaymentEpisode
-from service.webhooks.models import StripeEvent
+from service.webhooks.models import QueuedEvent, StripeEvent
 
 MOVEMENT_FIELDS = (
     "movement", "from_mrr", "to_mrr", "delta", "reporting_currency", "fx_rate",
@@ -182,6 +182,22 @@ class ProjectionRepository:
         return {key[2] for key in changed}
 
     # --- many customers of one account per statement ----------------------------------
+
+    def analyze_written(self) -> None:
+        """PostgreSQL: fresh statistics of the tables a rebuild fills and of the queue it
+        empties. Planned from an empty table's statistics, a batch's `customer_id IN
+        (1,000 ids)` reads became a walk of the whole account through the index's
+        `account` prefix (cheaper, by those statistics, than 1,000 probes): a 1M-event
+        rebuild of one account ran at ~3,500 events/s (~17,000 at 100k). Autovacuum
+        would analyze them too, but behind a rebuild's pace, and not at all where it is
+        off. No-op on SQLite (its planner reads no statistics unless ANALYZE ran)."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return
+        for model in (
+            LedgerCustomer, SubscriptionState, SubscriptionMrrChange, DataQualityWarning,
+            MrrMovement, PaymentEpisode, QueuedEvent,
+        ):  # fmt: skip
+            self.session.execute(text(f"ANALYZE {model.__tablename__}"))
 
     def lock_customers(self, account: str, customer_ids: Sequence[str]) -> None:
         """`lock_customer` for many: rows inserted if missing, then all row-locked."""

@@ -241,6 +241,10 @@ def rebuild(
                 job.customers(acct, ids, contiguous=True)
             session.commit()
             session.expunge_all()
+            done = start // batch + 1
+            if done & (done - 1) == 0:  # after batches 1, 2, 4, 8...: tables doubled
+                job.repo.analyze_written()
+                session.commit()
             if progress:
                 progress(min(start + batch, total), total)
     return total

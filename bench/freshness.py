@@ -147,16 +147,9 @@ def measure(base: str, rate: float, seconds: float, wait: float, senders: int = 
 
         poller = asyncio.create_task(poll())
         tasks = [asyncio.create_task(send()) for _ in range(senders)]
-        began = time.monotonic() + 0.5
-        for n in range(total):
-            delay = began + n / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            pending.put_nowait(n)
-        for _ in tasks:
-            pending.put_nowait(None)
+        began = await load.feed_paced(pending, total, rate, senders)
         await asyncio.gather(*tasks)
-        sent_for = time.monotonic() - began
+        sent_for = time.perf_counter() - began
         done.set()
         await poller
         return sent_for

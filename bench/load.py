@@ -82,6 +82,24 @@ async def _request(
     return int(status_line.split()[1])
 
 
+async def feed_paced(
+    pending: asyncio.Queue[int | None], total: int, rate: float, senders: int
+) -> float:
+    """Puts 0 … total-1 on `pending` at `rate` a second, then one None per sender; returns
+    when it started (perf_counter). Paced against the start, not the previous send: a slow
+    answer does not lower the rate (open loop, as Stripe sends), up to `senders` in
+    flight."""
+    began = time.perf_counter()
+    for n in range(total):
+        delay = began + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pending.put_nowait(n)
+    for _ in range(senders):
+        pending.put_nowait(None)
+    return began
+
+
 async def run(
     url: str, secret: str, concurrency: int, seconds: float, prefix: str = ""
 ) -> dict[str, object]:

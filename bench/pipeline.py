@@ -302,17 +302,8 @@ async def _steady(
 
         watcher = asyncio.create_task(watch())
         senders = [asyncio.create_task(sender()) for _ in range(SENDERS)]
-        began = time.perf_counter()
         total = int(rate * seconds)
-        for n in range(total):
-            # Paced against the start, not the previous send: a slow answer does not
-            # lower the rate (open loop, as Stripe sends), up to SENDERS in flight.
-            delay = began + n / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            pending.put_nowait(n)
-        for _ in senders:
-            pending.put_nowait(None)
+        began = await load.feed_paced(pending, total, rate, len(senders))
         await asyncio.gather(*senders)
         sent_in = time.perf_counter() - began
         sending_done.set()

@@ -13,6 +13,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -58,18 +59,27 @@ class Live:
         return answer.json()
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[Live]:
+@contextmanager
+def seeded_live(prefix: str, *, customers: int, months: int, seed_: int) -> Iterator[Live]:
+    """A live server on a database of its own, seeded with a simulated account."""
     require_browser()  # before the seeding: a missing browser skips (or fails) at once
-    workdir = Path(tempfile.mkdtemp(prefix="churn-ledger-dashboard-"))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     settings = seeded_settings(workdir)
     migrate(settings)
     app = create_app(settings)
     with live_server(app) as base:
-        seed(base, settings, customers=40, months=12, seed_=5)
+        seed(base, settings, customers=customers, months=months, seed_=seed_)
         server = Live(app, base, workdir)
+        try:
+            yield server
+        finally:
+            server.api.close()
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[Live]:
+    with seeded_live("churn-ledger-dashboard-", customers=40, months=12, seed_=5) as server:
         yield server
-        server.api.close()
 
 
 # A second account of its own for the closed months, so that the late events restating
@@ -111,14 +121,8 @@ def deliver_late(http: httpx.Client, event_id: str, customer: str, amount: int, 
 
 @pytest.fixture(scope="module")
 def closed_live() -> Iterator[Live]:
-    require_browser()
-    workdir = Path(tempfile.mkdtemp(prefix="churn-ledger-dashboard-closed-"))
-    settings = seeded_settings(workdir)
-    migrate(settings)
-    app = create_app(settings)
-    with live_server(app) as base:
-        seed(base, settings, customers=12, months=4, seed_=11)
-        server = Live(app, base, workdir)
+    prefix = "churn-ledger-dashboard-closed-"
+    with seeded_live(prefix, customers=12, months=4, seed_=11) as server:
         writer = {"Authorization": f"Bearer {WRITE_KEY}"}
         for month in CLOSED_MONTHS:
             server.api.post(f"/v1/periods/{month}/close", headers=writer).raise_for_status()
@@ -129,7 +133,6 @@ def closed_live() -> Iterator[Live]:
                 f"restatement {n}", lambda n=n: len(server.get("/v1/restatements")["data"]) == n
             )
         yield server
-        server.api.close()
 
 
 @pytest.fixture(scope="module")

@@ -152,6 +152,15 @@ class Settings(BaseSettings):
             " duration after it: the receiver first, the backlog caught up after"
         ),
     )
+    projector_defer_s: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "serve's projector process: after a pass under load, go on resting while"
+            " webhooks keep arriving faster than 500/s, up to this many seconds; then"
+            " catch up. 0: rest by PROJECTOR_YIELD_FACTOR only"
+        ),
+    )
     # Live metrics (design §10): whatever process projects refreshes the metric tables.
     metrics_live_refresh: bool = Field(
         True, description="Refresh the metric tables right after projector passes"

@@ -48,6 +48,13 @@ NICE = 10  # below the receiver: the kernel gives it the CPU first under load
 # later. A steady trickle (200 events/s) is projected at once.
 YIELD_ABOVE_PER_S = 500
 MAX_REST_S = 1.0
+# Where arrivals are counted (serve's pipe), a burst is let pass whole: after a pass under
+# load the projector goes on resting, a tick at a time, while webhooks keep arriving
+# faster than YIELD_ABOVE_PER_S, up to PROJECTOR_DEFER_S from the first rest; then it
+# catches up (resting by the factor only) until the queue is empty, and the next burst
+# is let pass again. A burst costs the receiver nothing for its first seconds, and the
+# backlog of a burst is projected in fewer, larger passes after it.
+DEFER_TICK_S = 0.2
 
 
 class _Flag(Protocol):
@@ -73,9 +80,12 @@ class ProjectorWorker:
         wake: _Flag | None = None,
         after_pass: Callable[[], None] | None = None,
         yield_factor: float = 0.0,
+        defer_s: float = 0.0,
     ) -> None:
         self._gate = gate or contextlib.nullcontext()
         self._yield_factor = yield_factor
+        self._defer_s = defer_s
+        self._deferred_since: float | None = None  # when the current burst's rest began
         # Called after each committed pass that projected something (the metrics
         # refresher's poke).
         self._after_pass = after_pass
@@ -122,6 +132,7 @@ class ProjectorWorker:
                 while not self._stop.is_set():
                     started = time.monotonic()
                     if not self.drain_once():
+                        self._deferred_since = None  # caught up
                         break
                     if self._yield_factor and self._wake.is_set():
                         # Webhooks arrived during the pass. (The pass after this clear
@@ -130,10 +141,28 @@ class ProjectorWorker:
                         arrived = self._wake.clear()
                         took = time.monotonic() - started
                         if arrived is None or arrived >= YIELD_ABOVE_PER_S * took:
-                            self._stop.wait(min(MAX_REST_S, self._yield_factor * took))
+                            self._rest(took, counted=arrived is not None)
             except Exception:
                 # The database may be away; events stay queued and are retried.
                 log.exception("projection pass failed")
+
+    def _rest(self, took: float, *, counted: bool) -> None:
+        """The rest after a pass under load: the factor's, then on while the burst lasts
+        (where arrivals are counted), up to `defer_s` since this burst's first rest."""
+        began = time.monotonic()
+        self._stop.wait(min(MAX_REST_S, self._yield_factor * took))
+        if not counted or not self._defer_s:
+            return
+        if self._deferred_since is None:
+            self._deferred_since = began
+        while not self._stop.is_set():
+            tick = time.monotonic()
+            if tick - self._deferred_since >= self._defer_s:
+                return  # deferred long enough: catch up, even under load
+            self._stop.wait(min(DEFER_TICK_S, self._deferred_since + self._defer_s - tick))
+            arrived = self._wake.clear()
+            if arrived is not None and arrived < YIELD_ABOVE_PER_S * (time.monotonic() - tick):
+                return  # the burst is over
 
 
 class _PipeWake:
@@ -194,6 +223,7 @@ def _child(settings: Settings, read_fd: Any, parent: int, poll_s: float) -> None
         wake=wake,
         after_pass=None if refresher is None else refresher.poke,
         yield_factor=settings.projector_yield_factor,
+        defer_s=settings.projector_defer_s,
     )
     if refresher is not None:
         refresher.start()

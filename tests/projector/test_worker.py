@@ -174,6 +174,78 @@ class TestYieldingToTheReceiver:
         assert max(self.gaps(3.0, 0, False)) < 0.25
 
 
+class TestDeferringABurst:
+    """Where arrivals are counted, a burst is let pass: no pass while webhooks keep
+    arriving faster than YIELD_ABOVE_PER_S, up to `defer_s`; then the backlog is caught
+    up; a trickle is projected at once."""
+
+    @staticmethod
+    def passes_during(per_s: float, for_s: float, defer_s: float) -> list[float]:
+        """Pass start times (from the first) while a feeder writes `per_s` wake-ups a
+        second for `for_s` seconds, as serve's receiver does per stored event."""
+        read_fd, write_fd = _PipeWake.pair()
+        os.set_blocking(read_fd, False)
+        wake = _PipeWake(read_fd, write_fd)
+        starts: list[float] = []
+
+        class Fast(ProjectorWorker):
+            def drain_once(self) -> int:
+                starts.append(time.monotonic())
+                time.sleep(0.01)
+                return 1  # always more to do: only resting spaces the passes
+
+        worker = Fast(
+            None,  # type: ignore[arg-type]  # drain_once, replaced, opens no session
+            LedgerOptions(),
+            poll_s=60,
+            wake=wake,
+            yield_factor=3.0,
+            defer_s=defer_s,
+        )
+        stop = threading.Event()
+
+        def feed() -> None:
+            began = time.monotonic()
+            sent = 0
+            while not stop.is_set() and time.monotonic() - began < for_s:
+                due = int((time.monotonic() - began) * per_s)
+                for _ in range(due - sent):
+                    wake.set()
+                sent = max(sent, due)
+                time.sleep(0.005)
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        worker.start()
+        worker.wake()
+        try:
+            feeder.join()
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            worker.stop()
+            os.close(read_fd)
+            os.close(write_fd)
+        return [t - starts[0] for t in starts]
+
+    def test_no_pass_while_the_burst_lasts(self):
+        starts = self.passes_during(2000, 1.2, defer_s=5)
+        during = [t for t in starts if 0 < t < 1.1]
+        assert not during, starts[:10]
+        # ... and caught up once it is over, not after the whole deferral.
+        assert any(1.1 <= t < 1.8 for t in starts), starts[:10]
+
+    def test_a_long_burst_is_deferred_only_so_long(self):
+        starts = self.passes_during(2000, 2.0, defer_s=0.6)
+        assert any(0.5 <= t < 1.2 for t in starts), starts[:10]
+        assert not [t for t in starts if 0 < t < 0.5], starts[:10]
+
+    def test_a_trickle_is_projected_at_once(self):
+        # 100/s: each 10 ms pass sees about one arrival: no load, no rest.
+        starts = self.passes_during(100, 0.6, defer_s=5)
+        assert len([t for t in starts if t < 0.6]) > 10, starts[:10]
+
+
 class TestWriteGateAcrossProcesses:
     def test_a_second_process_waits_for_the_holder(self, tmp_path):
         lock = tmp_path / "db.sqlite.write-lock"

@@ -30,7 +30,12 @@ from service.ops.endpoints import router as ops_router
 from service.ops.gauges import GaugeUpdater
 from service.payments.endpoints import router as payments_router
 from service.payments.sender import AlertSender, OutboxJanitor
-from service.projector.worker import ProjectorProcess, ProjectorWorker, batch_for
+from service.projector.worker import (
+    QUIET_BATCH,
+    ProjectorProcess,
+    ProjectorWorker,
+    batch_for,
+)
 from service.settings import Settings, get_settings
 from service.sync.collector import DriftCollector
 from service.sync.endpoints import router as sync_router
@@ -79,6 +84,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 gate=app.state.write_gate,
                 after_pass=None if refresher is None else refresher.poke,
                 yield_factor=settings.projector_yield_factor,
+                quiet_batch=QUIET_BATCH,
             )
         if refresher is not None:
             refresher.start()

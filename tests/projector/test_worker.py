@@ -174,6 +174,48 @@ class TestYieldingToTheReceiver:
         assert max(self.gaps(3.0, 0, False)) < 0.25
 
 
+class TestPassSize:
+    """A pass takes `batch` customers after a pass during which webhooks arrived (on
+    SQLite they wait for its write lock), `quiet_batch` after one during which none did
+    (catching up after a burst)."""
+
+    @staticmethod
+    def limits(arrivals: list[bool], quiet_batch: int | None) -> list[int]:
+        seen: list[int] = []
+        done = threading.Event()
+
+        class Recording(ProjectorWorker):
+            def drain_once(self) -> int:
+                seen.append(self._limit)
+                if arrivals[len(seen) - 1]:
+                    self.wake()
+                if len(seen) == len(arrivals):
+                    done.set()
+                    return 0
+                return 1
+
+        worker = Recording(
+            None,  # type: ignore[arg-type]  # drain_once, replaced, opens no session
+            LedgerOptions(),
+            poll_s=60,
+            batch=16,
+            quiet_batch=quiet_batch,
+        )
+        worker.start()
+        worker.wake()
+        try:
+            assert done.wait(10)
+        finally:
+            worker.stop()
+        return seen
+
+    def test_quiet_passes_take_more_customers(self):
+        assert self.limits([True, False, False, True, False], 200) == [16, 16, 200, 200, 16]
+
+    def test_without_a_quiet_batch_the_size_stays(self):
+        assert self.limits([True, False, False, True, False], None) == [16] * 5
+
+
 class TestDeferringABurst:
     """Where arrivals are counted, a burst is let pass: no pass while webhooks keep
     arriving faster than YIELD_ABOVE_PER_S, up to `defer_s`; then the backlog is caught

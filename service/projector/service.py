@@ -114,6 +114,12 @@ def project_pending(
     return done
 
 
+def keep_statistics(session: Session) -> list[str]:
+    """PostgreSQL: fresh planner statistics of the tables that changed a lot since their
+    last (flush only); the tables analyzed."""
+    return ProjectionRepository(session).analyze_stale()
+
+
 def _reason(exc: BaseException | None) -> str:
     # The first line only: a database error's full text carries its statement.
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -29,7 +29,7 @@ from service.db import create_db_engine, make_sessionmaker
 from service.kit.gate import WriteGate
 from service.kit.telemetry import configure_logging
 from service.metrics.refresh import MetricsRefresher
-from service.projector.service import project_pending
+from service.projector.service import keep_statistics, project_pending
 from service.settings import LedgerOptions, Settings
 
 log = logging.getLogger("churn_ledger.worker")
@@ -60,6 +60,9 @@ MAX_REST_S = 1.0
 # is let pass again. A burst costs the receiver nothing for its first seconds, and the
 # backlog of a burst is projected in fewer, larger passes after it.
 DEFER_TICK_S = 0.2
+# PostgreSQL: how often, at most, a projector checks for tables whose planner statistics
+# fell behind (keep_statistics); a check is one read of pg_stat_user_tables.
+STATISTICS_EVERY_S = 2.0
 
 
 class _Flag(Protocol):
@@ -92,6 +95,7 @@ class ProjectorWorker:
         self._yield_factor = yield_factor
         self._defer_s = defer_s
         self._deferred_since: float | None = None  # when the current burst's rest began
+        self._statistics_at = float("-inf")
         # Called after each committed pass that projected something (the metrics
         # refresher's poke).
         self._after_pass = after_pass
@@ -127,9 +131,22 @@ class ProjectorWorker:
             session.commit()
         if done:
             log.debug("projected %d in %.0f ms", done, (time.perf_counter() - started) * 1000)
+        if done:
+            self._keep_statistics()
         if done and self._after_pass is not None:
             self._after_pass()
         return done
+
+    def _keep_statistics(self) -> None:
+        now = time.monotonic()
+        if now - self._statistics_at < STATISTICS_EVERY_S:
+            return
+        self._statistics_at = now
+        with self._factory() as session:
+            analyzed = keep_statistics(session)
+            session.commit()
+        if analyzed:
+            log.debug("analyzed %s", ", ".join(analyzed))
 
     def run(self, alive: Any = None) -> None:
         """The loop, until `stop` (or until `alive()` says the parent is gone)."""

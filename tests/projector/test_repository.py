@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, text
 from sqlalchemy.orm import Session
 
 from service.ledger.models import LedgerCustomer
 from service.projector.repository import ProjectionRepository
+from tests.conftest import Database
 
 
 class TestDueCustomers:
@@ -55,3 +56,36 @@ class TestDueCustomers:
         ]
         assert any("SEARCH ledger_customers USING INDEX" in line for line in plan), plan
         assert not any(line.startswith("SCAN ledger_customers") for line in plan), plan
+
+
+class TestAnalyzeStale:
+    """PostgreSQL: tables changed by enough rows since their statistics are analyzed;
+    the others, and SQLite, are left alone."""
+
+    def test_analyzes_what_changed_a_lot_and_only_that(self, fresh_database: Database):
+        engine = fresh_database.engine
+        postgres = engine.dialect.name == "postgresql"
+        with Session(engine) as session:
+            rows = [{"account": "", "customer_id": f"cus_{i:05d}"} for i in range(1500)]
+            session.execute(insert(LedgerCustomer), rows)
+            session.execute(insert(LedgerCustomer), [{"account": "a", "customer_id": "c"}])
+            if postgres:
+                # Statistics reach other sessions when a backend flushes them.
+                session.execute(text("SELECT pg_stat_force_next_flush()"))
+            session.commit()
+        with Session(engine) as session:
+            analyzed = ProjectionRepository(session).analyze_stale()
+            session.commit()
+        assert analyzed == (["ledger_customers"] if postgres else [])
+        if not postgres:
+            return
+        with Session(engine) as session:
+            when = session.scalar(
+                text(
+                    "SELECT last_analyze FROM pg_stat_user_tables"
+                    " WHERE schemaname = current_schema() AND relname = 'ledger_customers'"
+                )
+            )
+            assert when is not None
+            # Fresh now: nothing left to do.
+            assert ProjectionRepository(session).analyze_stale() == []

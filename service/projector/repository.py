@@ -11,7 +11,7 @@ from sqlalchemy import and_, bindparam, or_, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from service.kit.sql import IN_CHUNK, chunks, insert_for
+from service.kit.sql import among, in_values, insert_for
 from service.ledger.models import (
     DataQualityWarning,
     LedgerCustomer,
@@ -69,11 +69,11 @@ class ProjectionRepository:
         with no change due (a due one is recomputed whole)."""
         table = LedgerCustomer.__table__
         found: dict[str, tuple[date | None, int | None]] = {}
-        for chunk in chunks(customer_ids, IN_CHUNK):
+        for customers in among(self.session, table.c.customer_id, customer_ids):
             for row in self.session.execute(
                 select(table.c.customer_id, table.c.first_mrr_day, table.c.next_change_at).where(
                     table.c.account == account,
-                    table.c.customer_id.in_(chunk),
+                    customers,
                     table.c.incremental.is_(True),
                     or_(table.c.next_change_at.is_(None), table.c.next_change_at > now),
                 )
@@ -158,8 +158,8 @@ class ProjectionRepository:
         """Apply one customer's `CustomerDelta`; returns the days whose ledger rows
         changed."""
         changes = SubscriptionMrrChange.__table__
-        for chunk in chunks(delta.drop_changes, IN_CHUNK):
-            self.session.execute(changes.delete().where(changes.c.id.in_(chunk)))
+        for ids in among(self.session, changes.c.id, delta.drop_changes):
+            self.session.execute(changes.delete().where(ids))
         if delta.changes:
             self._insert_rows(changes, delta.changes)
         if delta.states:
@@ -167,7 +167,11 @@ class ProjectionRepository:
             self.session.execute(
                 states.delete().where(
                     states.c.account == account,
-                    states.c.subscription_id.in_([r["subscription_id"] for r in delta.states]),
+                    in_values(
+                        self.session,
+                        states.c.subscription_id,
+                        [r["subscription_id"] for r in delta.states],
+                    ),
                 )
             )
             self._insert_rows(states, delta.states)
@@ -247,10 +251,10 @@ class ProjectionRepository:
         if self.session.get_bind().dialect.name != "postgresql":
             return  # SQLite: the INSERT took the database write lock until commit
         table = LedgerCustomer.__table__
-        for chunk in chunks(customer_ids, IN_CHUNK):
+        for customers in among(self.session, table.c.customer_id, customer_ids):
             self.session.execute(
                 select(table.c.customer_id)
-                .where(table.c.account == account, table.c.customer_id.in_(chunk))
+                .where(table.c.account == account, customers)
                 .with_for_update()
             ).all()
 
@@ -263,12 +267,10 @@ class ProjectionRepository:
         read once, then only what differs is deleted, updated or inserted. Subscription
         states, their MRR changes and warnings are replaced (nothing points at them).
         """
-        for chunk in chunks(customer_ids, IN_CHUNK):
-            for model in (SubscriptionMrrChange, SubscriptionState, DataQualityWarning):
-                table = model.__table__
-                self.session.execute(
-                    table.delete().where(table.c.account == account, table.c.customer_id.in_(chunk))
-                )
+        for model in (SubscriptionMrrChange, SubscriptionState, DataQualityWarning):
+            table = model.__table__
+            for customers in among(self.session, table.c.customer_id, customer_ids):
+                self.session.execute(table.delete().where(table.c.account == account, customers))
         for model, values in (
             (SubscriptionState, rows.states),
             (SubscriptionMrrChange, rows.changes),
@@ -311,10 +313,8 @@ class ProjectionRepository:
         inserted."""
         columns = [table.c.id, *(table.c[k] for k in key), *(table.c[f] for f in fields)]
         existing: dict[tuple[Any, ...], Any] = {}
-        for chunk in chunks(customer_ids, IN_CHUNK):
-            query = select(*columns).where(
-                table.c.account == account, table.c.customer_id.in_(chunk)
-            )
+        for customers in among(self.session, table.c.customer_id, customer_ids):
+            query = select(*columns).where(table.c.account == account, customers)
             if since is not None:
                 query = query.where(table.c.day >= since)
             for row in self.session.execute(query):
@@ -333,8 +333,8 @@ class ProjectionRepository:
         if existing:
             changed.update(existing)
             stale = [row.id for row in existing.values()]
-            for chunk in chunks(stale, IN_CHUNK):
-                self.session.execute(table.delete().where(table.c.id.in_(chunk)))
+            for ids in among(self.session, table.c.id, stale):
+                self.session.execute(table.delete().where(ids))
         if updates:
             self.session.execute(
                 table.update()

@@ -10,7 +10,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Dialect, Row, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from service.kit.sql import IN_CHUNK, chunks, dialect_name
+from service.kit.sql import among, chunks, dialect_name, in_values
 from service.webhooks.models import QueuedEvent, StripeEvent
 
 STREAM_ROWS = 2000  # event rows per fetch while streaming a batch's events
@@ -175,10 +175,10 @@ class StripeEventRepository:
         first; dead letters stay."""
         q = QueuedEvent.__table__.c
         ids: list[int] = []
-        for chunk in chunks(customer_ids, IN_CHUNK):
+        for customers in among(self.session, q.customer_id, customer_ids):
             ids += self.session.scalars(
                 select(q.id)
-                .where(q.account == account, q.customer_id.in_(chunk), q.dead_at.is_(None))
+                .where(q.account == account, customers, q.dead_at.is_(None))
                 .order_by(q.id)
             )
         return ids
@@ -187,8 +187,8 @@ class StripeEventRepository:
         """Projected: off the queue. Only the ids read before the events were: an event
         stored meanwhile stays queued and is projected next time."""
         table = QueuedEvent.__table__
-        for chunk in chunks(ids, IN_CHUNK):
-            self.session.execute(table.delete().where(table.c.id.in_(chunk)))
+        for some in among(self.session, table.c.id, ids):
+            self.session.execute(table.delete().where(some))
 
     def record_failure(self, account: str, customer_id: str, error: str) -> int:
         """Count a failed projection on the customer's queued events; the most attempts
@@ -207,11 +207,9 @@ class StripeEventRepository:
     def set_dead(self, ids: Sequence[int], reason: str, at: datetime) -> None:
         """Set these queued events aside: the projector leaves them out (`events_of`)."""
         table = QueuedEvent.__table__
-        for chunk in chunks(ids, IN_CHUNK):
+        for some in among(self.session, table.c.id, ids):
             self.session.execute(
-                table.update()
-                .where(table.c.id.in_(chunk))
-                .values(dead_at=at, last_error=reason[:2000])
+                table.update().where(some).values(dead_at=at, last_error=reason[:2000])
             )
 
     def requeue_dead(self, account: str | None = None, event_id: str | None = None) -> int:
@@ -322,7 +320,7 @@ class StripeEventRepository:
             return and_(
                 events.c.customer_id >= customer_ids[0], events.c.customer_id <= customer_ids[-1]
             )
-        return events.c.customer_id.in_(list(customer_ids))
+        return in_values(self.session, events.c.customer_id, customer_ids)
 
     def event_counts(
         self, account: str, customer_ids: Sequence[str], types: Iterable[str]
@@ -334,7 +332,7 @@ class StripeEventRepository:
             select(events.c.customer_id, func.count())
             .where(
                 events.c.account == account,
-                events.c.customer_id.in_(list(customer_ids)),
+                in_values(self.session, events.c.customer_id, customer_ids),
                 events.c.type.in_(list(types)),
             )
             .group_by(events.c.customer_id)
@@ -437,11 +435,11 @@ class StripeEventRepository:
         event_id, type, created, body), oldest first; dead letters stay out."""
         q, e = QueuedEvent.__table__.c, StripeEvent.__table__.c
         rows: list[Row[Any]] = []
-        for chunk in chunks(customer_ids, IN_CHUNK):
+        for customers in among(self.session, q.customer_id, customer_ids):
             rows += self.session.execute(
                 select(q.id, q.customer_id, e.event_id, e.type, e.created, e.body)
                 .join_from(QueuedEvent.__table__, StripeEvent.__table__, e.id == q.id)
-                .where(q.account == account, q.customer_id.in_(chunk), q.dead_at.is_(None))
+                .where(q.account == account, customers, q.dead_at.is_(None))
                 .order_by(q.id)
             ).all()
         return rows

@@ -242,14 +242,24 @@ class ProjectionRepository:
 
     def lock_customers(self, account: str, customer_ids: Sequence[str]) -> None:
         """`lock_customer` for many: rows inserted if missing, then all row-locked."""
-        self.session.execute(
-            insert_for(self.session, LedgerCustomer).on_conflict_do_nothing(
-                index_elements=["account", "customer_id"]
-            ),
-            [{"account": account, "customer_id": c} for c in customer_ids],
-        )
         if self.session.get_bind().dialect.name != "postgresql":
+            self.session.execute(
+                insert_for(self.session, LedgerCustomer).on_conflict_do_nothing(
+                    index_elements=["account", "customer_id"]
+                ),
+                [{"account": account, "customer_id": c} for c in customer_ids],
+            )
             return  # SQLite: the INSERT took the database write lock until commit
+        # One statement from one array: a rebuild batch's 2,000 rows through the ORM's
+        # executemany were ~3% of a 1-worker rebuild. In the ids' order, as before.
+        self.session.execute(
+            text(
+                "INSERT INTO ledger_customers (account, customer_id) "
+                "SELECT :account, c FROM unnest(CAST(:ids AS varchar[])) WITH ORDINALITY "
+                "AS u(c, n) ORDER BY n ON CONFLICT (account, customer_id) DO NOTHING"
+            ),
+            {"account": account, "ids": list(customer_ids)},
+        )
         table = LedgerCustomer.__table__
         for customers in among(self.session, table.c.customer_id, customer_ids):
             self.session.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -133,6 +134,18 @@ def status() -> None:
         raise typer.Exit(1)
 
 
+def _rebuild_workers() -> int:
+    """The CPUs this process may run on, at most 4. With 1 worker the projection's own
+    Python is ~75% of a rebuild: on a 2-core machine 2 workers took a 1M-event rebuild
+    from 18,748 to 25,630 ev/s (SQLite), 16,564 to 20,924 (PostgreSQL). Capped because one
+    process reads and writes the database for all of them."""
+    try:
+        cpus = len(os.sched_getaffinity(0))  # a container's CPU set, not the host's
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))
+
+
 @app.command()
 def rebuild(
     account: Annotated[
@@ -140,8 +153,12 @@ def rebuild(
     ] = None,
     batch: Annotated[int, typer.Option(min=1, help="Customers per commit")] = 2000,
     workers: Annotated[
-        int, typer.Option(min=1, help="Processes computing customers (1: in this one)")
-    ] = 1,
+        int,
+        typer.Option(
+            min=1,
+            help="Processes computing customers (1: in this one); default: the CPUs, at most 4",
+        ),
+    ] = _rebuild_workers(),
 ) -> None:
     """Recompute the whole ledger from the event store (identical to incremental)."""
     import time

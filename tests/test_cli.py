@@ -175,3 +175,57 @@ class TestNoHardWrap:
         assert result.exit_code == 2
         assert len(result.output.strip().splitlines()) == 1, result.output
         assert "d" * 120 in result.output and "churn-ledger migrate" in result.output
+
+
+class TestRebuild:
+    """`rebuild` as a user runs it: by default in as many worker processes as CPUs (at
+    most 4), with the same ledger as in this process."""
+
+    def test_default_workers_are_the_cpus_capped(self):
+        import os
+
+        from service.cli import _rebuild_workers
+
+        assert _rebuild_workers() == max(1, min(len(os.sched_getaffinity(0)), 4))
+
+    def test_default_workers_rebuild_the_same_ledger(
+        self, run, fresh_database: Database, monkeypatch: pytest.MonkeyPatch
+    ):
+        from sqlalchemy import func, select, update
+        from sqlalchemy.orm import Session
+
+        import service.projector.service as projector
+        from service.cli import _rebuild_workers
+        from service.ledger.models import MrrMovement
+        from service.webhooks.schemas import parse_event
+        from service.webhooks.service import store_event
+        from sim.simulate import event_bytes, simulate
+        from tests.projector.test_bulk_rebuild import snapshot
+
+        with Session(fresh_database.engine) as session:
+            for event in simulate(customers=12, months=6, seed=5).events:
+                body = event_bytes(event)
+                store_event(session, body, parse_event(body))
+            session.commit()
+        workers: list[int] = []
+        real = projector.rebuild
+
+        def spy(*args, **kwargs):
+            workers.append(kwargs["workers"])
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(projector, "rebuild", spy)
+        url = fresh_database.url
+        in_process = run("rebuild", "--workers", "1", "--batch", "5", DATABASE_URL=url)
+        assert in_process.exit_code == 0, in_process.output
+        with Session(fresh_database.engine) as session:
+            expected = snapshot(session)
+            assert session.scalar(select(func.count()).select_from(MrrMovement)) > 0
+            session.execute(update(MrrMovement).values(to_mrr=MrrMovement.to_mrr + 1))
+            session.commit()
+        default = run("rebuild", "--batch", "5", DATABASE_URL=url)
+        assert default.exit_code == 0, default.output
+        assert "rebuilt 12 customers" in default.output
+        assert workers == [1, _rebuild_workers()]
+        with Session(fresh_database.engine) as session:
+            assert snapshot(session) == expected

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from multiprocessing.reduction import DupFd
 from typing import Any, Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import create_db_engine, make_sessionmaker
@@ -61,7 +62,7 @@ MAX_REST_S = 1.0
 # backlog of a burst is projected in fewer, larger passes after it.
 DEFER_TICK_S = 0.2
 # PostgreSQL: how often, at most, a projector checks for tables whose planner statistics
-# fell behind (keep_statistics); a check is one read of pg_stat_user_tables.
+# fell behind (keep_statistics); a check is one read of the schema's pg_class rows.
 STATISTICS_EVERY_S = 2.0
 
 
@@ -131,10 +132,9 @@ class ProjectorWorker:
             session.commit()
         if done:
             log.debug("projected %d in %.0f ms", done, (time.perf_counter() - started) * 1000)
-        if done:
+            if self._after_pass is not None:
+                self._after_pass()
             self._keep_statistics()
-        if done and self._after_pass is not None:
-            self._after_pass()
         return done
 
     def _keep_statistics(self) -> None:
@@ -142,9 +142,14 @@ class ProjectorWorker:
         if now - self._statistics_at < STATISTICS_EVERY_S:
             return
         self._statistics_at = now
-        with self._factory() as session:
-            analyzed = keep_statistics(session)
-            session.commit()
+        try:
+            with self._factory() as session:
+                analyzed = keep_statistics(session)
+                session.commit()
+        except SQLAlchemyError:
+            # Only the planner's statistics wait: the pass itself is committed.
+            log.warning("statistics check failed", exc_info=True)
+            return
         if analyzed:
             log.debug("analyzed %s", ", ".join(analyzed))
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -113,6 +114,19 @@ def _alive(pid: int | None) -> bool:
         return f.read().split()[2] != "Z"
 
 
+@contextlib.contextmanager
+def running(cls: type[ProjectorWorker], **options: Any) -> Iterator[ProjectorWorker]:
+    """A worker whose `drain_once` is replaced (so it opens no session), started and
+    woken, stopped on the way out."""
+    worker = cls(None, LedgerOptions(), poll_s=60, **options)  # type: ignore[arg-type]
+    worker.start()
+    worker.wake()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
 class TestYieldingToTheReceiver:
     """Under load (webhooks arriving during a pass faster than YIELD_ABOVE_PER_S), a pass
     of d seconds is followed by `yield_factor` × d of rest; a trickle or a quiet stream
@@ -139,19 +153,10 @@ class TestYieldingToTheReceiver:
                     return 0
                 return 1
 
-        worker = Slow(
-            None,  # type: ignore[arg-type]  # drain_once, replaced, opens no session
-            LedgerOptions(),
-            poll_s=60,
-            wake=wake,
-            yield_factor=yield_factor,
-        )
-        worker.start()
-        worker.wake()
         try:
-            assert passes.wait(10)
+            with running(Slow, wake=wake, yield_factor=yield_factor):
+                assert passes.wait(10)
         finally:
-            worker.stop()
             if counted:
                 os.close(wake.read_fd)
                 os.close(wake.write_fd)
@@ -194,19 +199,8 @@ class TestPassSize:
                     return 0
                 return 1
 
-        worker = Recording(
-            None,  # type: ignore[arg-type]  # drain_once, replaced, opens no session
-            LedgerOptions(),
-            poll_s=60,
-            batch=16,
-            quiet_batch=quiet_batch,
-        )
-        worker.start()
-        worker.wake()
-        try:
+        with running(Recording, batch=16, quiet_batch=quiet_batch):
             assert done.wait(10)
-        finally:
-            worker.stop()
         return seen
 
     def test_quiet_passes_take_more_customers(self):
@@ -236,14 +230,6 @@ class TestDeferringABurst:
                 time.sleep(0.01)
                 return 1  # always more to do: only resting spaces the passes
 
-        worker = Fast(
-            None,  # type: ignore[arg-type]  # drain_once, replaced, opens no session
-            LedgerOptions(),
-            poll_s=60,
-            wake=wake,
-            yield_factor=3.0,
-            defer_s=defer_s,
-        )
         stop = threading.Event()
 
         def feed() -> None:
@@ -258,14 +244,12 @@ class TestDeferringABurst:
 
         feeder = threading.Thread(target=feed)
         feeder.start()
-        worker.start()
-        worker.wake()
         try:
-            feeder.join()
-            time.sleep(0.5)
+            with running(Fast, wake=wake, yield_factor=3.0, defer_s=defer_s):
+                feeder.join()
+                time.sleep(0.5)
         finally:
             stop.set()
-            worker.stop()
             os.close(read_fd)
             os.close(write_fd)
         return [t - starts[0] for t in starts]

@@ -23,19 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session
 
-from service.db import MIGRATIONS_DIR, downgrade, upgrade
+from service.db import downgrade, upgrade
 from service.metrics.models import ClosedPeriod, Restatement
 from service.metrics.refresh import refresh_account
 from service.projector.service import project_pending
 from service.settings import LedgerOptions
 from tests.conftest import API_KEY, WRITE_KEY, Database
 from tests.factories import DAY, T0, item, price_payload, subscription_payload
+from tests.migrations.revisions import revision_named
 from tests.payments.factories import invoice_payload
 from tests.signing import event_body, signed_headers
 from tests.webhooks.test_endpoints import make_event
@@ -528,22 +528,10 @@ class TestInterface:
 
     def test_downgrade_removes_them(self, fresh_database: Database):
         engine: Engine = fresh_database.engine
-        revision = ScriptDirectory(str(MIGRATIONS_DIR)).get_revision(_bi_revision())
-        assert revision is not None
+        revision = revision_named("_bi_views")
         tables = set(inspect(engine).get_table_names())
         downgrade(engine, str(revision.down_revision))
         assert not [v for v in inspect(engine).get_view_names() if v.startswith("bi_")]
         assert set(inspect(engine).get_table_names()) == tables
         upgrade(engine)
         assert {v for v in inspect(engine).get_view_names() if v.startswith("bi_")} == set(VIEWS)
-
-
-def _bi_revision() -> str:
-    """The revision creating the views, by name: renumbering must not break this test."""
-    found = [
-        r.revision
-        for r in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()
-        if r.revision.endswith("_bi_views")
-    ]
-    assert len(found) == 1, found
-    return found[0]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
-from service.db import MIGRATIONS_DIR, downgrade, upgrade
+from service.db import downgrade, upgrade
 from tests.conftest import Database
+from tests.migrations.revisions import revision_named
 
 NAME = "ix_projection_queue_dead"
 
@@ -37,21 +37,9 @@ class TestDeadLetterIndex:
 
     def test_downgrade_drops_it_and_upgrade_brings_it_back(self, fresh_database: Database):
         engine = fresh_database.engine
-        revision = ScriptDirectory(str(MIGRATIONS_DIR)).get_revision(_revision())
-        assert revision is not None
+        revision = revision_named("_projection_queue_dead_index")
         downgrade(engine, str(revision.down_revision))
         assert _definition(engine) is None
         assert "projection_queue" in inspect(engine).get_table_names()
         upgrade(engine)
         assert _definition(engine) is not None
-
-
-def _revision() -> str:
-    """The revision creating the index, by name: renumbering must not break this test."""
-    found = [
-        r.revision
-        for r in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()
-        if r.revision.endswith("_projection_queue_dead_index")
-    ]
-    assert len(found) == 1, found
-    return found[0]

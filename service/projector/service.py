@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
 from operator import attrgetter
@@ -60,6 +61,69 @@ def project_customer(
     session.flush()
 
 
+@dataclass
+class Plan:
+    """A drain pass computed before its transaction (`plan_pending`): its customers, and
+    the rows of those recomputed whole with the queued events they were computed with."""
+
+    now: int
+    customers: list[tuple[str, str]]
+    rows: dict[tuple[str, str], CustomerRows] = field(default_factory=dict)
+    queued: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+
+def plan_pending(
+    session: Session,
+    options: LedgerOptions,
+    *,
+    limit: int = 200,
+    now: int | None = None,
+    incremental_from: int | None = None,
+) -> Plan:
+    """The next pass of `project_pending`, computed in a read transaction (reads only).
+
+    For SQLite, whose one write lock the receiver's commits wait for: a pass that reads
+    and computes under it holds every webhook's answer up for as long, and longer under
+    load, where the projector runs at a lower CPU priority. `project_pending(plan=)` then
+    only writes under the lock, recomputing the customers whose queued events changed
+    in between (and those it goes on with incrementally, which are cheap)."""
+    events = StripeEventRepository(session)
+    now = now_ts() if now is None else now
+    plan = Plan(now, sorted(_pass_customers(session, events, options, limit, now)))
+    if not plan.customers:
+        return plan
+    fx = LedgerRepository(session).fx_table(options.reporting_currency)
+    batch = _Batch(session, now, options.past_due_grace_days, fx)
+    batch.incremental_from = INCREMENTAL_FROM if incremental_from is None else incremental_from
+    for account, group in groupby(plan.customers, key=lambda c: c[0]):
+        ids = [customer_id for _, customer_id in group]
+        long = set(batch._long(account, ids))
+        whole = [c for c in ids if c not in long]
+        if not whole:
+            continue
+        queued = events.queued_by_customer(account, whole)  # before the events (as a pass)
+        try:
+            computed = batch.compute(account, whole)
+        except Exception:
+            continue  # left to the pass, which records what fails customer by customer
+        for customer_id, rows in computed.items():
+            plan.rows[(account, customer_id)] = rows
+            plan.queued[(account, customer_id)] = queued.get(customer_id, [])
+    return plan
+
+
+def _pass_customers(
+    session: Session,
+    events: StripeEventRepository,
+    options: LedgerOptions,
+    limit: int,
+    now: int,
+) -> list[tuple[str, str]]:
+    customers = events.pending_customers(limit, options.max_attempts)
+    due = ProjectionRepository(session).due_customers(now, limit)
+    return customers + [c for c in due if c not in set(customers)]
+
+
 def project_pending(
     session: Session,
     options: LedgerOptions,
@@ -67,6 +131,7 @@ def project_pending(
     limit: int = 200,
     now: int | None = None,
     incremental_from: int | None = None,
+    plan: Plan | None = None,
 ) -> int:
     """Project up to `limit` customers with queued events (oldest first) or a scheduled
     change that is due, in one batch per account; returns how many were projected.
@@ -75,17 +140,21 @@ def project_pending(
     INCREMENTAL_FROM) is projected incrementally from its stored projection; one with
     fewer is recomputed whole, in bulk with the others.
 
+    `plan` (from `plan_pending`): its customers, its time, and its computed rows for
+    those whose queued events are still the ones they were computed with.
+
     Customers another projector is projecting right now are skipped, not waited for
     (design §8). A batch that fails is retried customer by customer, each in a savepoint:
     one that still fails is recorded on its queued events (attempts, last_error) and
     retried later, without holding back the others.
     """
     events = StripeEventRepository(session)
-    now = now_ts() if now is None else now
+    now = (now_ts() if now is None else now) if plan is None else plan.now
     events.begin_write()
-    customers = events.pending_customers(limit, options.max_attempts)
-    due = ProjectionRepository(session).due_customers(now, limit)
-    customers += [c for c in due if c not in set(customers)]
+    if plan is None:
+        customers = _pass_customers(session, events, options, limit, now)
+    else:
+        customers = plan.customers
     mine = events.try_lock_customers(sorted(customers))  # one lock order: no deadlocks
     if not mine:
         return 0
@@ -97,7 +166,7 @@ def project_pending(
         ids = [customer_id for _, customer_id in group]
         try:
             with session.begin_nested():
-                batch.customers(account, ids, incremental=True)
+                batch.customers(account, ids, incremental=True, ready=plan)
             done += len(ids)
             continue
         except Exception:
@@ -302,19 +371,19 @@ class _Batch:
         *,
         contiguous: bool = False,
         incremental: bool = False,
+        ready: Plan | None = None,
     ) -> None:
         """Project these customers (sorted) of one account, in the caller's transaction.
         `incremental`: those whose stored projection can be gone on from are projected
-        from it on (service/projector/incremental.py), the others whole."""
+        from it on (service/projector/incremental.py), the others whole. `ready`: rows
+        computed before this transaction (`plan_pending`), taken for every customer
+        whose queued events are still those they were computed with."""
         repo, events = self.repo, self.events
         # The per-customer row lock, taken before reading: a rebuild batch and a drain
         # batch holding one customer each wait for the other's commit, then see it.
         repo.lock_customers(account, customer_ids)
         if incremental:
-            long = customer_ids
-            if self.incremental_from:
-                counts = events.event_counts(account, customer_ids, LEDGER_EVENTS)
-                long = [c for c in customer_ids if counts.get(c, 0) >= self.incremental_from]
+            long = self._long(account, customer_ids)
             step = Incremental(events, repo, self.now, self.grace, self.fx)
             rest, _ = step.customers(account, long, datetime.now(UTC)) if long else ([], set())
             # The metrics refresh recounts the customers projected here (as below).
@@ -325,7 +394,41 @@ class _Batch:
                 return
         # What is queued now is covered by the read below; an event stored after this
         # stays queued (it may be read too, and is then projected twice: no change).
-        queued = events.queued(account, customer_ids)
+        queued = events.queued_by_customer(account, customer_ids)
+        computed: dict[str, CustomerRows] = {}
+        if ready is not None:
+            computed = {
+                c: ready.rows[(account, c)]
+                for c in customer_ids
+                if (account, c) in ready.rows and ready.queued[(account, c)] == queued.get(c, [])
+            }
+        missing = [c for c in customer_ids if c not in computed]
+        if missing:
+            computed |= self.compute(account, missing, contiguous=contiguous)
+        handled_at = datetime.now(UTC)
+        out = BulkRows()
+        for customer_id in customer_ids:
+            out.add(account, customer_id, computed[customer_id], handled_at)
+        repo.write_bulk(account, customer_ids, out)
+        events.dequeue([i for c in customer_ids for i in queued.get(c, [])])
+        # The metrics refresh recounts these customers (their ledger rows or their
+        # segment may have changed); marked in this same transaction.
+        LedgerRepository(self.session).mark_changed(account, [], customer_ids)
+
+    def _long(self, account: str, customer_ids: list[str]) -> list[str]:
+        """The customers to go on with incrementally: all, or those with at least
+        `incremental_from` ledger events."""
+        if not self.incremental_from:
+            return customer_ids
+        counts = self.events.event_counts(account, customer_ids, LEDGER_EVENTS)
+        return [c for c in customer_ids if counts.get(c, 0) >= self.incremental_from]
+
+    def compute(
+        self, account: str, customer_ids: list[str], *, contiguous: bool = False
+    ) -> dict[str, CustomerRows]:
+        """The rows of these customers (sorted) recomputed whole from their stored
+        events: reads only."""
+        events = self.events
         wanted = set(customer_ids)
         # Invoice and charge events only for customers with a failed payment: the same
         # rule as needed_rows, so most of them never leave the database.
@@ -350,17 +453,14 @@ class _Batch:
                     latest[customer_id] = max(r.created for r in listed)
                     yield customer_id, listed
 
-        handled_at = datetime.now(UTC)
-        out = BulkRows()
-        seen: set[str] = set()
+        computed: dict[str, CustomerRows] = {}
         try:
             for customer_id, rows in self._computed(account, groups()):
-                seen.add(customer_id)
                 # Incremental projection goes on from these rows only while no event of
                 # the customer lies ahead of the clock (it would join the history in the
                 # middle later) and no payment failed (episodes read every event).
                 rows.incremental = customer_id not in failures and latest[customer_id] <= self.now
-                out.add(account, customer_id, rows, handled_at)
+                computed[customer_id] = rows
         finally:
             # A customer that fails mid-stream: PostgreSQL's named cursor must be closed
             # now, inside the savepoint. Closed later (by the garbage collector, after
@@ -368,16 +468,9 @@ class _Batch:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
-        for customer_id in wanted - seen:  # only events no projector reads: empty rows
-            out.add(
-                account, customer_id, CustomerRows(incremental=customer_id not in failures),
-                handled_at,
-            )  # fmt: skip
-        repo.write_bulk(account, customer_ids, out)
-        events.dequeue(queued)
-        # The metrics refresh recounts these customers (their ledger rows or their
-        # segment may have changed); marked in this same transaction.
-        LedgerRepository(self.session).mark_changed(account, [], customer_ids)
+        for customer_id in wanted - computed.keys():  # only events no projector reads
+            computed[customer_id] = CustomerRows(incremental=customer_id not in failures)
+        return computed
 
     def _computed(
         self, account: str, groups: Iterable[tuple[str, list[Any]]]

@@ -30,7 +30,7 @@ from service.db import create_db_engine, make_sessionmaker
 from service.kit.gate import WriteGate
 from service.kit.telemetry import configure_logging
 from service.metrics.refresh import MetricsRefresher
-from service.projector.service import keep_statistics, project_pending
+from service.projector.service import keep_statistics, plan_pending, project_pending
 from service.settings import LedgerOptions, Settings
 
 log = logging.getLogger("churn_ledger.worker")
@@ -93,6 +93,9 @@ class ProjectorWorker:
         quiet_batch: int | None = None,
     ) -> None:
         self._gate = gate or contextlib.nullcontext()
+        # A write gate means SQLite's one write lock: each pass is computed before it is
+        # taken (plan_pending), and only written under it.
+        self._plan_first = gate is not None
         self._yield_factor = yield_factor
         self._defer_s = defer_s
         self._deferred_since: float | None = None  # when the current burst's rest began
@@ -127,11 +130,22 @@ class ProjectorWorker:
 
     def drain_once(self) -> int:
         started = time.perf_counter()
+        plan = None
+        if self._plan_first:
+            with self._factory() as session:
+                plan = plan_pending(session, self._options, limit=self._limit)
+            if not plan.customers:
+                return 0
+        locked = time.perf_counter()
         with self._gate, self._factory() as session:
-            done = project_pending(session, self._options, limit=self._limit)
+            done = project_pending(session, self._options, limit=self._limit, plan=plan)
             session.commit()
         if done:
-            log.debug("projected %d in %.0f ms", done, (time.perf_counter() - started) * 1000)
+            ended = time.perf_counter()
+            log.debug(
+                "projected %d in %.0f ms (%.0f ms writing)",
+                done, (ended - started) * 1000, (ended - locked) * 1000,
+            )  # fmt: skip
             if self._after_pass is not None:
                 self._after_pass()
             self._keep_statistics()

@@ -207,6 +207,20 @@ class StripeEventRepository:
             )
         return ids
 
+    def queued_by_customer(self, account: str, customer_ids: Sequence[str]) -> dict[str, list[int]]:
+        """`queued`, by customer (those with none left out)."""
+        q = QueuedEvent.__table__.c
+        out: dict[str, list[int]] = {}
+        for customers in among(self.session, q.customer_id, customer_ids):
+            rows = self.session.execute(
+                select(q.customer_id, q.id)
+                .where(q.account == account, customers, q.dead_at.is_(None))
+                .order_by(q.id)
+            )
+            for customer_id, row_id in rows:
+                out.setdefault(customer_id, []).append(row_id)
+        return out
+
     def dequeue(self, ids: Sequence[int]) -> None:
         """Projected: off the queue. Only the ids read before the events were: an event
         stored meanwhile stays queued and is projected next time."""

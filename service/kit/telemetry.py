@@ -6,7 +6,6 @@ never clash and every test sees only its own counts.
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.config
 import sys
@@ -14,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -65,6 +65,16 @@ class Telemetry:
             "Duration of the newest metrics refresh (any process).",
             registry=r,
         )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def labelled(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, kept: the webhook route counts and times every
+        request, and `labels()` (a lock, a lookup) cost more than the count itself."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 # Any other method (a scanner's junk verbs) shares one label: the label set stays bounded.
@@ -103,6 +113,10 @@ class TimingMiddleware:
             )
 
 
+# Datetimes to `default` (str), as json.dumps wrote them, not orjson's own ISO format.
+_ORJSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; fields passed as `extra={"fields": {...}}`."""
 
@@ -116,7 +130,9 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        # orjson: a line per webhook at INFO, ~6 µs less each than json.dumps. Datetimes
+        # and other values stay str()'d, as json.dumps(default=str) wrote them.
+        return orjson.dumps(entry, default=str, option=_ORJSON).decode()
 
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -165,6 +181,12 @@ def logging_config(level: str) -> dict[str, Any]:
 
 
 def configure_logging(level: str) -> None:
+    # What no line shows is not gathered for every record (the logging HOWTO's
+    # "Optimization"): the caller's frame, thread and process. ~10 µs a webhook.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return

@@ -71,7 +71,8 @@ class WebhookFastPath:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        state.telemetry.request_latency.labels("POST", PATH, str(status)).observe(
+        telemetry = state.telemetry
+        telemetry.labelled(telemetry.request_latency, "POST", PATH, str(status)).observe(
             time.perf_counter() - started
         )
 

@@ -96,7 +96,7 @@ async def accept_webhook(
     envelope = event.envelope
     result = await receive_event(writer, event.payload, envelope)
     outcome = "duplicate" if result.duplicate else "stored"
-    telemetry.webhook_events.labels(envelope.type, outcome).inc()
+    telemetry.labelled(telemetry.webhook_events, envelope.type, outcome).inc()
     if log.isEnabledFor(logging.INFO):
         log.info(
             "webhook",

@@ -4,21 +4,29 @@ JSON object; database errors carry no statement parameters (no event bodies)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, date, datetime
+from enum import StrEnum
 from pathlib import Path
 
 import httpx
 
 from service.db import create_db_engine, upgrade
+from service.kit.telemetry import JsonFormatter
 from tests.conftest import API_KEY
 from tests.live import free_port
 from tests.signing import WEBHOOK_SECRET
 
 CLI = str(Path(sys.executable).parent / "churn-ledger")
+
+
+class Outcome(StrEnum):
+    stored = "stored"
 
 
 def json_lines(text: str) -> list[dict[str, object]]:
@@ -90,3 +98,38 @@ except Exception:
         assert record["msg"] == "event not stored"
         assert "Traceback" in str(record["exc"]) and "nowhere" in str(record["exc"])
         assert "SECRET_BODY_PREFIX" not in result.stderr
+
+
+class TestJsonFormatter:
+    def test_a_record_is_one_line_of_its_fields(self):
+        record = logging.LogRecord("churn_ledger.x", logging.INFO, "", 0, "got %s", ("it",), None)
+        record.fields = {
+            "at": datetime(2026, 1, 1, tzinfo=UTC),  # str()'d, as json.dumps(default=str)
+            "day": date(2026, 1, 2),
+            "outcome": Outcome.stored,
+            "ms": 1.25,
+            "account": None,
+            "note": "é\nline",
+        }
+        line = JsonFormatter().format(record)
+        assert "\n" not in line
+        assert json.loads(line) == {
+            "ts": round(record.created, 3),
+            "level": "info",
+            "logger": "churn_ledger.x",
+            "msg": "got it",
+            "at": "2026-01-01 00:00:00+00:00",
+            "day": "2026-01-02",
+            "outcome": "stored",
+            "ms": 1.25,
+            "account": None,
+            "note": "é\nline",
+        }
+
+    def test_a_traceback_is_a_field_of_its_line(self):
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            record = logging.LogRecord("x", logging.ERROR, "", 0, "failed", (), sys.exc_info())
+        entry = json.loads(JsonFormatter().format(record))
+        assert entry["exc"].startswith("Traceback") and "ValueError: boom" in entry["exc"]

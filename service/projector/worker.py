@@ -94,8 +94,11 @@ class ProjectorWorker:
     ) -> None:
         self._gate = gate or contextlib.nullcontext()
         # A write gate means SQLite's one write lock: each pass is computed before it is
-        # taken (plan_pending), and only written under it.
+        # taken (plan_pending), and only written under it, while webhooks may be waiting
+        # for it. Where arrivals are seen (serve), a pass after which none arrived computes
+        # under the lock: nobody waits, and reading once is faster.
         self._plan_first = gate is not None
+        self._contended = True
         self._yield_factor = yield_factor
         self._defer_s = defer_s
         self._deferred_since: float | None = None  # when the current burst's rest began
@@ -110,6 +113,7 @@ class ProjectorWorker:
         # Where this process's receiver wakes it (serve), passes after which no webhook
         # arrived take `quiet_batch` customers; elsewhere arrivals cannot be seen.
         self._quiet_batch = max(batch, quiet_batch or batch)
+        self._sees_arrivals = quiet_batch is not None
         self._limit = batch
         self._wake: _Flag = wake or threading.Event()
         self._stop = threading.Event()
@@ -131,7 +135,7 @@ class ProjectorWorker:
     def drain_once(self) -> int:
         started = time.perf_counter()
         plan = None
-        if self._plan_first:
+        if self._plan_first and self._contended:
             with self._factory() as session:
                 plan = plan_pending(session, self._options, limit=self._limit)
             if not plan.customers:
@@ -170,7 +174,8 @@ class ProjectorWorker:
     def run(self, alive: Any = None) -> None:
         """The loop, until `stop` (or until `alive()` says the parent is gone)."""
         while not self._stop.is_set():
-            self._wake.wait(self._poll_s)
+            # Woken by a webhook's commit, or by the poll: more may follow at once.
+            self._contended = self._wake.wait(self._poll_s) or not self._sees_arrivals
             self._wake.clear()
             if alive is not None and not alive():
                 return
@@ -182,6 +187,7 @@ class ProjectorWorker:
                         break
                     arrivals = self._wake.is_set()
                     self._limit = self._batch if arrivals else self._quiet_batch
+                    self._contended = arrivals or not self._sees_arrivals
                     if arrivals:
                         # Webhooks arrived during the pass. (The pass after this clear
                         # starts after it: it sees them.) Uncounted (a thread's Event):

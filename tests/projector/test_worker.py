@@ -210,6 +210,66 @@ class TestPassSize:
         assert self.limits([True, False, False, True, False], None) == [16] * 5
 
 
+class TestPlanningFirst:
+    """With a write gate (SQLite), a pass is read and computed before the gate is taken,
+    and only written under it, while webhooks may be waiting for it; where arrivals are
+    seen (serve), a pass after which none arrived computes under the gate."""
+
+    @staticmethod
+    def planned(arrivals: list[bool], **options: Any) -> list[bool]:
+        seen: list[bool] = []
+        done = threading.Event()
+
+        class Recording(ProjectorWorker):
+            def drain_once(self) -> int:
+                seen.append(self._plan_first and self._contended)
+                if arrivals[len(seen) - 1]:
+                    self.wake()
+                if len(seen) == len(arrivals):
+                    done.set()
+                    return 0
+                return 1
+
+        with running(Recording, batch=16, **options):
+            assert done.wait(10)
+        return seen
+
+    def test_serve_plans_while_webhooks_arrive(self):
+        got = self.planned([True, False, False, True, False], gate=WriteGate(), quiet_batch=200)
+        assert got == [True, True, False, False, True]
+
+    def test_a_worker_that_cannot_see_arrivals_always_plans(self):
+        assert self.planned([True, False, False], gate=WriteGate()) == [True] * 3
+
+    def test_without_a_gate_nothing_is_planned(self):
+        assert self.planned([True, False], quiet_batch=200) == [False] * 2
+
+    def test_the_plan_is_read_before_the_gate_is_taken(self, fresh_database: Database):
+        factory = make_sessionmaker(fresh_database.engine)
+        store(factory, [sub_event(1, "cus_P"), sub_event(2, "cus_Q")])
+        order: list[str] = []
+
+        def sessions() -> Session:
+            order.append("session")
+            return factory()
+
+        class Gate:
+            def __enter__(self) -> None:
+                order.append("gate")
+
+            def __exit__(self, *exc: object) -> None:
+                order.append("released")
+
+        worker = ProjectorWorker(sessions, LedgerOptions(), gate=Gate())  # type: ignore[arg-type]
+        assert worker.drain_once() == 2
+        # (Then the statistics check's own session, outside the gate.)
+        assert order[:4] == ["session", "gate", "session", "released"]
+        assert "gate" not in order[4:]
+        with factory() as s:
+            assert StripeEventRepository(s).count_unhandled() == 0
+            assert len(_ledger(s)) == 2
+
+
 class TestDeferringABurst:
     """Where arrivals are counted, a burst is let pass: no pass while webhooks keep
     arriving faster than YIELD_ABOVE_PER_S, up to `defer_s`; then the backlog is caught

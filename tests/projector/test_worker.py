@@ -276,9 +276,12 @@ class TestDeferringABurst:
     up; a trickle is projected at once."""
 
     @staticmethod
-    def passes_during(per_s: float, for_s: float, defer_s: float) -> list[float]:
+    def passes_during(
+        per_s: float, for_s: float, defer_s: float, every: float = 0.005
+    ) -> list[float]:
         """Pass start times (from the first) while a feeder writes `per_s` wake-ups a
-        second for `for_s` seconds, as serve's receiver does per stored event."""
+        second for `for_s` seconds, as serve's receiver does per stored event, those due
+        every `every` seconds at once."""
         read_fd, write_fd = _PipeWake.pair()
         os.set_blocking(read_fd, False)
         wake = _PipeWake(read_fd, write_fd)
@@ -300,7 +303,7 @@ class TestDeferringABurst:
                 for _ in range(due - sent):
                     wake.set()
                 sent = max(sent, due)
-                time.sleep(0.005)
+                time.sleep(every)
 
         feeder = threading.Thread(target=feed)
         feeder.start()
@@ -330,6 +333,14 @@ class TestDeferringABurst:
         # 100/s: each 10 ms pass sees about one arrival: no load, no rest.
         starts = self.passes_during(100, 0.6, defer_s=5)
         assert len([t for t in starts if t < 0.6]) > 10, starts[:10]
+
+    def test_a_bunched_trickle_is_not_held_up_for_a_tick(self):
+        # 200/s arriving 10 at a time: a 10 ms pass right after a bunch sees a burst's
+        # rate. The rest that follows ends at the first short tick, not after 0.2 s.
+        starts = self.passes_during(200, 1.2, defer_s=5, every=0.05)
+        steady = [t for t in starts if 0.2 <= t <= 1.1]
+        gaps = [b - a for a, b in itertools.pairwise(steady)]
+        assert steady and max(gaps) < 0.16, gaps
 
 
 class TestWriteGateAcrossProcesses:

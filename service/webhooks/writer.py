@@ -58,9 +58,12 @@ class EventWriter:
 
     @classmethod
     def for_engine(cls, engine: Engine, gate: WriteGate | None) -> EventWriter:
-        # SQLite has one write lock: a second writer would only wait for it. PostgreSQL
-        # takes the next batch's rows while the previous batch's commit is being flushed.
-        return cls(engine, threads=1 if engine.dialect.name == "sqlite" else 2, gate=gate)
+        # One writer on both. SQLite has one write lock: a second writer would only wait
+        # for it. On PostgreSQL a second one took the next rows while a batch was in
+        # flight, in smaller batches: with one, the rows arriving meanwhile make the next
+        # batch larger (16 connections: 3,375-3,591 vs 2,838-3,472 req/s in the same
+        # run, p99 7-9 vs 8-10 ms, and less CPU in both the receiver and the database).
+        return cls(engine, threads=1, gate=gate)
 
     async def store(self, values: dict[str, Any]) -> int | None:
         """Insert unless (account, event_id) exists, committed: new row id or None."""

@@ -11,8 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -35,6 +35,7 @@ from tests.live import live_server
 from tests.signing import event_body, signed_headers
 from tests.webhooks.test_endpoints import make_event
 
+T = TypeVar("T")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -127,6 +128,27 @@ def running(cls: type[ProjectorWorker], **options: Any) -> Iterator[ProjectorWor
         worker.stop()
 
 
+def recorded(arrivals: list[bool], what: Callable[[ProjectorWorker], T], **options: Any) -> list[T]:
+    """`what` of a 16-customer worker at each of its passes, a pass after which webhooks
+    arrived (woken) where `arrivals` says so, until the last one finds nothing to do."""
+    seen: list[T] = []
+    done = threading.Event()
+
+    class Recording(ProjectorWorker):
+        def drain_once(self) -> int:
+            seen.append(what(self))
+            if arrivals[len(seen) - 1]:
+                self.wake()
+            if len(seen) == len(arrivals):
+                done.set()
+                return 0
+            return 1
+
+    with running(Recording, batch=16, **options):
+        assert done.wait(10)
+    return seen
+
+
 class TestYieldingToTheReceiver:
     """Under load (webhooks arriving during a pass faster than YIELD_ABOVE_PER_S), a pass
     of d seconds is followed by `yield_factor` × d of rest; a trickle or a quiet stream
@@ -186,22 +208,7 @@ class TestPassSize:
 
     @staticmethod
     def limits(arrivals: list[bool], quiet_batch: int | None) -> list[int]:
-        seen: list[int] = []
-        done = threading.Event()
-
-        class Recording(ProjectorWorker):
-            def drain_once(self) -> int:
-                seen.append(self._limit)
-                if arrivals[len(seen) - 1]:
-                    self.wake()
-                if len(seen) == len(arrivals):
-                    done.set()
-                    return 0
-                return 1
-
-        with running(Recording, batch=16, quiet_batch=quiet_batch):
-            assert done.wait(10)
-        return seen
+        return recorded(arrivals, lambda w: w._limit, quiet_batch=quiet_batch)
 
     def test_quiet_passes_take_more_customers(self):
         assert self.limits([True, False, False, True, False], 200) == [16, 16, 200, 200, 16]
@@ -217,22 +224,7 @@ class TestPlanningFirst:
 
     @staticmethod
     def planned(arrivals: list[bool], **options: Any) -> list[bool]:
-        seen: list[bool] = []
-        done = threading.Event()
-
-        class Recording(ProjectorWorker):
-            def drain_once(self) -> int:
-                seen.append(self._plan_first and self._contended)
-                if arrivals[len(seen) - 1]:
-                    self.wake()
-                if len(seen) == len(arrivals):
-                    done.set()
-                    return 0
-                return 1
-
-        with running(Recording, batch=16, **options):
-            assert done.wait(10)
-        return seen
+        return recorded(arrivals, lambda w: w._plan_first and w._contended, **options)
 
     def test_serve_plans_while_webhooks_arrive(self):
         got = self.planned([True, False, False, True, False], gate=WriteGate(), quiet_batch=200)

@@ -101,8 +101,9 @@ class ProjectorWorker:
         self._gate = gate or contextlib.nullcontext()
         # A write gate means SQLite's one write lock: each pass is computed before it is
         # taken (plan_pending), and only written under it, while webhooks may be waiting
-        # for it. Where arrivals are seen (serve), a pass after which none arrived computes
-        # under the lock: nobody waits, and reading once is faster.
+        # for it. Where arrivals are seen (serve), only after a pass under load: after a
+        # quiet one, or at a trickle, a pass computes under the lock, held a few ms, since
+        # reading once costs less CPU (a niced projector on a busy machine lags by it).
         self._plan_first = gate is not None
         self._contended = True
         self._yield_factor = yield_factor
@@ -191,8 +192,8 @@ class ProjectorWorker:
     def run(self, alive: Any = None) -> None:
         """The loop, until `stop` (or until `alive()` says the parent is gone)."""
         while not self._stop.is_set():
-            # Woken by a webhook's commit, or by the poll: more may follow at once.
-            self._contended = self._wake.wait(self._poll_s) or not self._sees_arrivals
+            self._wake.wait(self._poll_s)
+            self._contended = not self._sees_arrivals
             self._wake.clear()
             if alive is not None and not alive():
                 return
@@ -204,7 +205,7 @@ class ProjectorWorker:
                         break
                     arrivals = self._wake.is_set()
                     self._limit = self._batch if arrivals else self._quiet_batch
-                    self._contended = arrivals or not self._sees_arrivals
+                    self._contended = not self._sees_arrivals
                     if arrivals:
                         # Webhooks arrived during the pass. (The pass after this clear
                         # starts after it: it sees them.) Uncounted (a thread's Event):
@@ -213,6 +214,7 @@ class ProjectorWorker:
                         took = time.monotonic() - started
                         window = max(took, LOAD_WINDOW_S)
                         under_load = arrived is None or arrived >= YIELD_ABOVE_PER_S * window
+                        self._contended = self._contended or under_load
                         if self._yield_factor and under_load:
                             self._rest(took, counted=arrived is not None)
             except Exception:

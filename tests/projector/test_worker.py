@@ -227,8 +227,23 @@ class TestPlanningFirst:
         return recorded(arrivals, lambda w: w._plan_first and w._contended, **options)
 
     def test_serve_plans_while_webhooks_arrive(self):
+        # Woken (the first pass), nothing is known of a load yet.
         got = self.planned([True, False, False, True, False], gate=WriteGate(), quiet_batch=200)
-        assert got == [True, True, False, False, True]
+        assert got == [False, True, False, False, True]
+
+    def test_a_counted_trickle_is_computed_under_the_gate(self):
+        # One webhook a pass, counted on serve's pipe: no load, so nobody waits long.
+        read_fd, write_fd = _PipeWake.pair()
+        os.set_blocking(read_fd, False)
+        wake = _PipeWake(read_fd, write_fd)
+        try:
+            got = self.planned(
+                [True, True, True, False], gate=WriteGate(), quiet_batch=200, wake=wake
+            )
+        finally:
+            os.close(read_fd)
+            os.close(write_fd)
+        assert got == [False] * 4
 
     def test_a_worker_that_cannot_see_arrivals_always_plans(self):
         assert self.planned([True, False, False], gate=WriteGate()) == [True] * 3

@@ -149,12 +149,12 @@ def project_pending(
     retried later, without holding back the others.
     """
     events = StripeEventRepository(session)
-    now = (now_ts() if now is None else now) if plan is None else plan.now
     events.begin_write()
-    if plan is None:
-        customers = _pass_customers(session, events, options, limit, now)
+    if plan is not None:
+        now, customers = plan.now, plan.customers
     else:
-        customers = plan.customers
+        now = now_ts() if now is None else now
+        customers = _pass_customers(session, events, options, limit, now)
     mine = events.try_lock_customers(sorted(customers))  # one lock order: no deadlocks
     if not mine:
         return 0

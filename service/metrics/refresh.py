@@ -249,6 +249,7 @@ class MetricsRefresher:
         self._cond = threading.Condition()
         self._poked_at: float | None = None  # first poke not yet refreshed
         self._last_poke = 0.0
+        self._busy = False  # a poke since the last round said the projector is busy
         self._stop = False
         self._thread: threading.Thread | None = None
         self._first = True
@@ -273,12 +274,17 @@ class MetricsRefresher:
     def rest_factor(self) -> float:
         return self._rest_factor
 
-    def poke(self) -> None:
+    def poke(self, busy: bool = False) -> None:
+        """`busy`: the projector is catching up under load. The refresh then waits for
+        `max_delay_s`, not for a pause: passes spaced by their rests let every debounce
+        expire, and a refresh after each pass held SQLite's write lock as long as the
+        pass itself (16 customers: ~40 ms each), at the receiver's expense."""
         with self._cond:
             now = time.monotonic()
             if self._poked_at is None:
                 self._poked_at = now
             self._last_poke = now
+            self._busy = self._busy or busy
             self._cond.notify_all()
 
     def start(self) -> None:
@@ -296,8 +302,8 @@ class MetricsRefresher:
         """Seconds until the pending refresh is due (<= 0: now); None: none pending."""
         if self._poked_at is None:
             return None
-        quiet = self._last_poke + self._debounce_s
         latest = self._poked_at + self._max_delay_s
+        quiet = latest if self._busy else self._last_poke + self._debounce_s
         return max(min(quiet, latest), self._rest_until) - time.monotonic()
 
     def _run(self) -> None:
@@ -315,6 +321,7 @@ class MetricsRefresher:
                 if self._stop:
                     return
                 self._poked_at = None
+                self._busy = False
             started = time.monotonic()
             try:
                 self.refresh_pending()

@@ -93,7 +93,7 @@ class ProjectorWorker:
         batch: int = 200,
         gate: WriteGate | None = None,
         wake: _Flag | None = None,
-        after_pass: Callable[[], None] | None = None,
+        after_pass: Callable[[bool], None] | None = None,
         yield_factor: float = 0.0,
         defer_s: float = 0.0,
         quiet_batch: int | None = None,
@@ -112,7 +112,7 @@ class ProjectorWorker:
         self._statistics_at = float("-inf")
         self._analyzing = threading.Lock()
         # Called after each committed pass that projected something (the metrics
-        # refresher's poke).
+        # refresher's poke), with `busy`.
         self._after_pass = after_pass
         self._factory = session_factory
         self._options = options
@@ -159,9 +159,15 @@ class ProjectorWorker:
                 done, (ended - started) * 1000, (ended - locked) * 1000,
             )  # fmt: skip
             if self._after_pass is not None:
-                self._after_pass()
+                self._after_pass(self.busy)
             self._keep_statistics()
         return done
+
+    @property
+    def busy(self) -> bool:
+        """Where arrivals are counted: from the first rest under load until the queue is
+        empty again (the passes are those catching up with a burst, during it or after)."""
+        return self._deferred_since is not None
 
     def _keep_statistics(self) -> None:
         now = time.monotonic()

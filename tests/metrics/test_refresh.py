@@ -229,6 +229,42 @@ class TestMetricsRefresher:
             assert marks(session) == 0
             assert session.get(MetricsRefresh, "") is not None
 
+    @pytest.mark.parametrize("busy", [False, True], ids=["quiet", "busy"])
+    def test_a_busy_projector_s_poke_waits_for_the_max_delay(self, busy: bool):
+        """A projector catching up under load pokes with busy: its refresh waits for
+        max_delay, not for the debounce (SQLite's write lock goes to the receiver)."""
+        starts: list[float] = []
+
+        class Recording(MetricsRefresher):
+            def refresh_pending(self) -> list:
+                starts.append(time.monotonic())
+                return []
+
+        refresher = Recording(
+            None,  # type: ignore[arg-type]  # refresh_pending, replaced, opens no session
+            debounce_s=0.05,
+            max_delay_s=0.8,
+            poll_s=60,
+            rest_factor=0,
+        )
+        refresher.start()
+        try:
+            deadline = time.monotonic() + 5
+            while not starts and time.monotonic() < deadline:  # the round at start
+                time.sleep(0.01)
+            poked = time.monotonic()
+            refresher.poke(busy=busy)
+            while len(starts) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            refresher.stop()
+        assert len(starts) == 2
+        waited = starts[1] - poked
+        if busy:
+            assert waited >= 0.8 * 0.95, waited
+        else:
+            assert waited < 0.5, waited
+
     @pytest.mark.parametrize("configured", [None, 0.5])
     def test_rest_defaults_to_resting_only_on_sqlite(
         self, fresh_database: Database, configured: float | None

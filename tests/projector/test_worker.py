@@ -284,11 +284,15 @@ class TestDeferringABurst:
 
     @staticmethod
     def passes_during(
-        per_s: float, for_s: float, defer_s: float, every: float = 0.005
+        per_s: float,
+        for_s: float,
+        defer_s: float,
+        every: float = 0.005,
+        busy: list[tuple[float, bool]] | None = None,
     ) -> list[float]:
         """Pass start times (from the first) while a feeder writes `per_s` wake-ups a
         second for `for_s` seconds, as serve's receiver does per stored event, those due
-        every `every` seconds at once."""
+        every `every` seconds at once. `busy`: each pass's start and `worker.busy`."""
         read_fd, write_fd = _PipeWake.pair()
         os.set_blocking(read_fd, False)
         wake = _PipeWake(read_fd, write_fd)
@@ -297,6 +301,8 @@ class TestDeferringABurst:
         class Fast(ProjectorWorker):
             def drain_once(self) -> int:
                 starts.append(time.monotonic())
+                if busy is not None:
+                    busy.append((starts[-1], self.busy))
                 time.sleep(0.01)
                 return 1  # always more to do: only resting spaces the passes
 
@@ -335,6 +341,18 @@ class TestDeferringABurst:
         starts = self.passes_during(2000, 2.0, defer_s=0.6)
         assert any(0.5 <= t < 1.2 for t in starts), starts[:10]
         assert not [t for t in starts if 0 < t < 0.5], starts[:10]
+
+    def test_catching_up_under_load_is_busy_a_trickle_is_not(self):
+        """What the metrics refresher is told after each pass (`after_pass(busy)`)."""
+        seen: list[tuple[float, bool]] = []
+        self.passes_during(2000, 2.0, defer_s=0.6, busy=seen)
+        first = seen[0][0]
+        catching_up = [b for t, b in seen if 0.7 <= t - first < 1.9]
+        assert catching_up and all(catching_up), seen[:10]
+        assert not seen[0][1]  # the burst's first pass: nothing deferred yet
+        trickle: list[tuple[float, bool]] = []
+        self.passes_during(100, 0.6, defer_s=5, busy=trickle)
+        assert trickle and not any(b for _, b in trickle), trickle[:10]
 
     def test_a_trickle_is_projected_at_once(self):
         # 100/s: each 10 ms pass sees about one arrival: no load, no rest.

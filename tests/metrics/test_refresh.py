@@ -9,6 +9,7 @@ import statistics
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -192,6 +193,19 @@ class TestIncremental:
         assert not refresh_account(db_session, "", today=TODAY).incremental
 
 
+def _recording(starts: list[float], takes_s: float, **options: Any) -> MetricsRefresher:
+    """A refresher whose rounds open no session: each appends its start and takes
+    `takes_s`."""
+
+    class Recording(MetricsRefresher):
+        def refresh_pending(self) -> list:
+            starts.append(time.monotonic())
+            time.sleep(takes_s)
+            return []
+
+    return Recording(None, poll_s=60, **options)  # type: ignore[arg-type]
+
+
 class TestMetricsRefresher:
     def test_a_poke_refreshes_within_the_max_delay(self, fresh_database: Database):
         factory = make_sessionmaker(fresh_database.engine)
@@ -234,19 +248,7 @@ class TestMetricsRefresher:
         """A projector catching up under load pokes with busy: its refresh waits for
         max_delay, not for the debounce (SQLite's write lock goes to the receiver)."""
         starts: list[float] = []
-
-        class Recording(MetricsRefresher):
-            def refresh_pending(self) -> list:
-                starts.append(time.monotonic())
-                return []
-
-        refresher = Recording(
-            None,  # type: ignore[arg-type]  # refresh_pending, replaced, opens no session
-            debounce_s=0.05,
-            max_delay_s=0.8,
-            poll_s=60,
-            rest_factor=0,
-        )
+        refresher = _recording(starts, 0.0, debounce_s=0.05, max_delay_s=0.8, rest_factor=0)
         refresher.start()
         try:
             deadline = time.monotonic() + 5
@@ -286,19 +288,8 @@ class TestMetricsRefresher:
         factor of 3 a round starts at least 0.3 + 0.9 s after the previous one started;
         with none they follow each other as the debounce allows."""
         starts: list[float] = []
-
-        class Slow(MetricsRefresher):
-            def refresh_pending(self) -> list:
-                starts.append(time.monotonic())
-                time.sleep(0.3)
-                return []
-
-        refresher = Slow(
-            None,  # type: ignore[arg-type]  # refresh_pending, replaced, opens no session
-            debounce_s=0.01,
-            max_delay_s=0.05,
-            poll_s=60,
-            rest_factor=rest_factor,
+        refresher = _recording(
+            starts, 0.3, debounce_s=0.01, max_delay_s=0.05, rest_factor=rest_factor
         )
         refresher.start()
         try:

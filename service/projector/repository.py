@@ -81,6 +81,28 @@ class ProjectionRepository:
                 found[row.customer_id] = (row.first_mrr_day, row.next_change_at)
         return found
 
+    def with_history(
+        self, account: str, customer_ids: Sequence[str], types: Sequence[str], at_least: int
+    ) -> set[str]:
+        """Those of these customers, known to the ledger, with at least `at_least` stored
+        events of `types`. Each count stops at `at_least` (an OFFSET in EXISTS): counting
+        a 5,000-event customer's index entries whole was ~3 ms of each new event's 18."""
+        t, e = LedgerCustomer.__table__.c, StripeEvent.__table__.c
+        nth = (
+            select(e.id)
+            .where(e.account == t.account, e.customer_id == t.customer_id, e.type.in_(types))
+            .limit(1)
+            .offset(at_least - 1)
+        )
+        found: set[str] = set()
+        for customers in among(self.session, t.customer_id, customer_ids):
+            found.update(
+                self.session.scalars(
+                    select(t.customer_id).where(t.account == account, customers, nth.exists())
+                )
+            )
+        return found
+
     def states_of(self, account: str, customer_id: str) -> list[Any]:
         """The customer's subscription states, each with its latest snapshot's event
         (type, created, body; None if that event is gone), in one query."""

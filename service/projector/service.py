@@ -420,8 +420,10 @@ class _Batch:
         `incremental_from` ledger events."""
         if not self.incremental_from:
             return customer_ids
-        counts = self.events.event_counts(account, customer_ids, LEDGER_EVENTS)
-        return [c for c in customer_ids if counts.get(c, 0) >= self.incremental_from]
+        long = self.repo.with_history(
+            account, customer_ids, sorted(LEDGER_EVENTS), self.incremental_from
+        )
+        return [c for c in customer_ids if c in long]
 
     def compute(
         self, account: str, customer_ids: list[str], *, contiguous: bool = False

@@ -378,23 +378,6 @@ class StripeEventRepository:
             )
         return in_values(self.session, events.c.customer_id, customer_ids)
 
-    def event_counts(
-        self, account: str, customer_ids: Sequence[str], types: Iterable[str]
-    ) -> dict[str, int]:
-        """How many stored events of `types` each of these customers has (read from the
-        (account, customer, type) index alone)."""
-        events = StripeEvent.__table__
-        rows = self.session.execute(
-            select(events.c.customer_id, func.count())
-            .where(
-                events.c.account == account,
-                in_values(self.session, events.c.customer_id, customer_ids),
-                events.c.type.in_(list(types)),
-            )
-            .group_by(events.c.customer_id)
-        )
-        return {customer_id: n for customer_id, n in rows}
-
     def first_failures(
         self, account: str, customer_ids: Sequence[str], *, contiguous: bool, failed_type: str
     ) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, insert, text
@@ -9,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from service.ledger.models import LedgerCustomer
 from service.projector.repository import ProjectionRepository
+from service.webhooks.models import StripeEvent
 from tests.conftest import Database
 
 
@@ -89,3 +91,44 @@ class TestAnalyzeStale:
             assert when is not None
             # Fresh now: nothing left to do.
             assert ProjectionRepository(session).analyze_stale() == []
+
+
+class TestWithHistory:
+    """Which customers have a long enough history to be projected incrementally."""
+
+    def _seed(self, session: Session) -> None:
+        updated, paid = "customer.subscription.updated", "invoice.paid"
+        histories = {
+            ("", "cus_a"): [updated] * 3,
+            ("", "cus_b"): [updated] * 2 + [paid] * 5,  # payments are not ledger events
+            ("", "cus_c"): [updated] * 9,
+            ("", "cus_new"): [updated] * 9,  # not (yet) known to the ledger
+            ("acct_b", "cus_b"): [updated] * 9,  # another account's cus_b
+        }
+        rows = [
+            {
+                "account": account, "event_id": f"evt_{account}_{customer}_{n}", "type": type_,
+                "livemode": False, "created": 1_700_000_000 + n, "customer_id": customer,
+                "source": "webhook", "body": b"{}", "received_at": datetime.now(UTC),
+            }
+            for (account, customer), types in histories.items()
+            for n, type_ in enumerate(types)
+        ]  # fmt: skip
+        session.execute(insert(StripeEvent), rows)
+        known = [k for k in histories if k[1] != "cus_new"]
+        session.execute(
+            insert(LedgerCustomer), [{"account": a, "customer_id": c} for a, c in known]
+        )
+        session.flush()
+
+    def test_at_least_so_many_ledger_events_of_the_account(self, db_session: Session):
+        self._seed(db_session)
+        repo = ProjectionRepository(db_session)
+        ids = ["cus_a", "cus_b", "cus_c", "cus_new", "cus_zzz"]
+        types = ["customer.subscription.created", "customer.subscription.updated"]
+        assert repo.with_history("", ids, types, 3) == {"cus_a", "cus_c"}
+        assert repo.with_history("", ids, types, 4) == {"cus_c"}
+        assert repo.with_history("", ids, types, 1) == {"cus_a", "cus_b", "cus_c"}
+        assert repo.with_history("", ids, types, 10) == set()
+        assert repo.with_history("acct_b", ids, types, 9) == {"cus_b"}
+        assert repo.with_history("", ids, [*types, "invoice.paid"], 7) == {"cus_b", "cus_c"}

@@ -267,7 +267,7 @@ def _explain(
             out[key] = [str(r[-1]) for r in rows]
         if engine_name == "postgresql":
             from service.stripe_shapes.events import LEDGER_EVENTS, PAYMENT_EVENTS
-            from service.webhooks.repository import _PG_EVENTS_OF_LIST
+            from service.webhooks.repository import _PG_EVENTS_OF_LIST, PG_PLAN_WHOLE_CURSORS
 
             customers = sorted({r["customer_id"] for r in fresh if r["customer_id"]})[:200]
             params = {
@@ -279,7 +279,10 @@ def _explain(
             }
             raw = conn.connection.driver_connection
             with raw.cursor() as cursor:
-                cursor.execute("EXPLAIN " + _PG_EVENTS_OF_LIST, params)
+                # As the drain plans it: a cursor (planned for its first rows unless told
+                # otherwise), not the bare query.
+                cursor.execute(PG_PLAN_WHOLE_CURSORS)
+                cursor.execute("EXPLAIN DECLARE explained CURSOR FOR " + _PG_EVENTS_OF_LIST, params)
                 out["events_of (named cursor)"] = [r[0] for r in cursor.fetchall()]
             conn.rollback()
     return out

@@ -31,6 +31,9 @@ _PG_EVENTS_OF_LIST = _PG_EVENTS_OF_RANGE.replace(
     "customer_id = ANY(%(customers)s::text[])",
 )
 
+# Cursors of the rest of the transaction planned for all their rows (see _pg_stream).
+PG_PLAN_WHOLE_CURSORS = "SELECT set_config('cursor_tuple_fraction', '1', true)"
+
 # The stored event's columns as event_row gives them (the id is the database's).
 _INSERT_COLUMNS = (
     "account", "event_id", "type", "api_version", "livemode", "created", "object_type",
@@ -419,6 +422,7 @@ class StripeEventRepository:
         if dialect_name(self.session) == "postgresql":
             return self._pg_stream(
                 _PG_EVENTS_OF_RANGE if contiguous else _PG_EVENTS_OF_LIST,
+                not contiguous,
                 {
                     "account": account,
                     "first": first,
@@ -456,10 +460,18 @@ class StripeEventRepository:
         )
         return iter(self.session.execute(stmt))
 
-    def _pg_stream(self, sql: str, params: dict[str, Any]) -> Iterator[Any]:
+    def _pg_stream(self, sql: str, whole: bool, params: dict[str, Any]) -> Iterator[Any]:
         # The session's own connection and transaction (the rows locked and marked above).
         raw = self.session.connection().connection.driver_connection
         self._cursors += 1
+        if whole:
+            # A cursor is planned for its first tenth of rows (cursor_tuple_fraction):
+            # for a list of customers that chose to walk the account's whole (account,
+            # customer_id, type) index in customer order, so as not to sort, over seeking
+            # each customer: 324 ms against 5 ms with 100k events stored, growing with
+            # the store. Every row is read: plan for all of them (for this transaction's
+            # cursors only; a range's index scan is in order already, left as it is).
+            raw.execute(PG_PLAN_WHOLE_CURSORS)
         with raw.cursor(
             name=f"rebuild_events_{self._cursors}", binary=True, row_factory=namedtuple_row
         ) as cursor:

@@ -1,5 +1,6 @@
 """The event store's batch insert, the receiver's hot path, on both databases: the values
-stored are the ones given, whatever the batch's size, and nothing is cut to fit."""
+stored are the ones given, whatever the batch's size, and nothing is cut to fit; and the
+drain's stream of a batch's events."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -131,3 +132,69 @@ class TestTransactions:
             blocker.execute("ROLLBACK")
             blocker.close()
         assert self.count(fresh_database) == 0
+
+
+class TestEventsOf:
+    """A drain batch's events: read by seeking its customers, whatever the store holds."""
+
+    WANTED = [f"cus_w{n:02d}" for n in range(12)]
+
+    def _seed(self, session: Session) -> None:
+        others = [
+            row(
+                n,
+                account="",
+                customer_id=f"cus_o{n % 2000:04d}",
+                type="customer.subscription.updated",
+            )
+            for n in range(20_000)
+        ]
+        wanted = [
+            row(50_000 + n, account="", customer_id=self.WANTED[n % 12],
+                type="customer.subscription.updated" if n % 3 else "invoice.paid")
+            for n in range(60)
+        ]  # fmt: skip
+        repo = StripeEventRepository(session)
+        for start in range(0, len(others), 1000):
+            repo.insert_many_if_new(others[start : start + 1000])
+        repo.insert_many_if_new(wanted)
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("ANALYZE stripe_events"))
+
+    def _stream(self, session: Session) -> list[tuple[str, str]]:
+        rows = StripeEventRepository(session).events_of(
+            "",
+            self.WANTED[::2],
+            contiguous=False,
+            types=["customer.subscription.updated"],
+            flagged_types=["invoice.paid"],
+            flagged=["cus_w00"],
+        )
+        return [(r.customer_id, r.event_id) for r in rows]
+
+    def test_the_customers_events_of_the_types_grouped_by_customer(self, db_session: Session):
+        self._seed(db_session)
+        got = self._stream(db_session)
+        expected = sorted(
+            (self.WANTED[n % 12], f"evt_{50_000 + n:05d}")
+            for n in range(60)
+            if n % 12 % 2 == 0 and (n % 3 or n % 12 == 0)
+        )
+        assert sorted(got) == expected
+        customers = [c for c, _ in got]
+        assert customers == sorted(customers)
+
+    def test_postgresql_fetches_only_those_customers_rows(self, db_session: Session, backend: str):
+        """The named cursor's plan: planned for its first rows, it walked the account's
+        whole index in customer order to spare a sort, every stored event fetched."""
+        if backend != "postgresql":
+            pytest.skip("a PostgreSQL cursor's plan")
+        self._seed(db_session)
+        fetched = text(
+            "SELECT coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0)"
+            " FROM pg_stat_xact_user_tables WHERE relid = 'stripe_events'::regclass"
+        )
+        before = db_session.scalar(fetched)
+        got = self._stream(db_session)
+        assert len(got) == 25
+        assert db_session.scalar(fetched) - before < 200  # of 20,060 stored

@@ -154,9 +154,9 @@ class Settings(BaseSettings):
     )
     # Long enough for a burst of several seconds at full speed to pass whole (at 5 s, the
     # last 3 s of an 8 s burst were projected under load: serve 0.40x the bare endpoint
-    # vs the receiver's 0.49x on PostgreSQL in the same run); short enough that the
-    # ledger is never more than a quarter of a minute behind for long. A burst is worth
-    # answering fast: Stripe retries what it is not answered in time.
+    # vs the receiver's 0.49x on PostgreSQL in the same run); short enough that a burst
+    # adds at most a quarter of a minute to the ledger's lag, before its catch-up. A burst
+    # is worth answering fast: Stripe retries what it is not answered in time.
     projector_defer_s: float = Field(
         15.0,
         ge=0,

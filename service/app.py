@@ -45,7 +45,7 @@ from service.webhooks.collector import DeadLetterCollector
 from service.webhooks.endpoints import admin_router as dead_letters_router
 from service.webhooks.endpoints import router as webhooks_router
 from service.webhooks.fastpath import WebhookFastPath
-from service.webhooks.writer import EventWriter
+from service.webhooks.writer import writer_for
 
 log = logging.getLogger("churn_ledger.app")
 
@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 alerts.stop()
             if janitor is not None:
                 janitor.stop()
-            app.state.event_writer.stop()  # what was acknowledged is committed already
+            await app.state.event_writer.aclose()  # what was acknowledged is committed already
             if worker is not None:
                 app.state.event_stored_hooks.remove(worker.wake)
                 worker.stop()
@@ -156,7 +156,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.telemetry = telemetry
     # Writers of one SQLite database take turns, across processes too (service/kit/gate.py).
     app.state.write_gate = WriteGate.for_engine(engine)
-    app.state.event_writer = EventWriter.for_engine(engine, app.state.write_gate)
+    app.state.event_writer = writer_for(engine, app.state.write_gate)
     # Called after a webhook's event is committed (the projector wakes up on it).
     app.state.event_stored_hooks = []
     app.state.projector = None

@@ -18,7 +18,7 @@ from service.kit.telemetry import Telemetry
 from service.settings import Settings
 from service.webhooks.schemas import EventParseError, StripeEventEnvelope, parse_event
 from service.webhooks.signature import WebhookRejected, verify_stripe_signature
-from service.webhooks.writer import EventWriter
+from service.webhooks.writer import Writer
 
 log = logging.getLogger("churn_ledger.webhooks")
 
@@ -110,8 +110,8 @@ async def verified_stripe_event(
 VerifiedEventDep = Annotated[VerifiedEvent, Depends(verified_stripe_event)]
 
 
-async def get_event_writer(request: Request) -> EventWriter:
+async def get_event_writer(request: Request) -> Writer:
     return request.app.state.event_writer
 
 
-EventWriterDep = Annotated[EventWriter, Depends(get_event_writer)]
+EventWriterDep = Annotated[Writer, Depends(get_event_writer)]

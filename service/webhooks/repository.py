@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Dialect, Row, and_, func, or_, select, text, update
 from sqlalchemy.exc import DBAPIError
@@ -83,6 +84,50 @@ def _insert_sql(dialect: Dialect, rows: int) -> tuple[str, list[Any]]:
     return cached
 
 
+def _first_of_each_key(
+    rows: list[dict[str, Any]],
+) -> tuple[dict[tuple[str, str], int], list[dict[str, Any]]]:
+    """Each (account, event_id)'s first row, and those rows in key order: two writers
+    inserting overlapping batches then wait on each other's unique-index entries in the
+    same order, never in a deadlock."""
+    first: dict[tuple[str, str], int] = {}
+    for i, row in enumerate(rows):
+        first.setdefault((row["account"], row["event_id"]), i)
+    return first, [rows[first[key]] for key in sorted(first)]
+
+
+def _ids_in_order(
+    rows: list[dict[str, Any]], first: dict[tuple[str, str], int], inserted: dict[Any, int]
+) -> list[int | None]:
+    return [
+        inserted.get(key) if first[key] == i else None
+        for i, key in enumerate((row["account"], row["event_id"]) for row in rows)
+    ]
+
+
+def _pg_arrays(part: list[dict[str, Any]], processors: list[Any]) -> tuple[list[Any], ...]:
+    return tuple(
+        [row[name] for row in part] if process is None else [process(row[name]) for row in part]
+        for name, process in zip(_INSERT_COLUMNS, processors, strict=True)
+    )
+
+
+async def insert_many_if_new_async(
+    conn: AsyncConnection[Any], dialect: Dialect, rows: list[dict[str, Any]]
+) -> list[int | None]:
+    """`StripeEventRepository.insert_many_if_new` on PostgreSQL, on psycopg's async
+    connection (the receiver's in-loop writer, service/webhooks/writer.py): the same
+    statement and values, psycopg's errors raised as they come (the caller wraps them)."""
+    first, unique = _first_of_each_key(rows)
+    inserted: dict[tuple[str, str], int] = {}
+    sql, processors = _insert_sql(dialect, 0)
+    for part in chunks(unique, _PG_INSERT_ROWS):
+        cursor = await conn.execute(sql, _pg_arrays(part, processors))
+        for row_id, account, event_id in await cursor.fetchall():
+            inserted[(account, event_id)] = row_id
+    return _ids_in_order(rows, first, inserted)
+
+
 def _sqlite_execute(conn: Connection, sql: str, values: list[Any]) -> list[Any]:
     """The statement on pysqlite's own connection, its errors raised as SQLAlchemy's
     (OperationalError: the database is away or locked, answered 503).
@@ -127,24 +172,15 @@ class StripeEventRepository:
         column. SQLAlchemy's compiled executemany spent ~12 µs a row on SQLite and ~30
         µs on PostgreSQL of the ~70 µs a row the insert cost the receiver."""
         conn = self.session if isinstance(self.session, Connection) else self.session.connection()
-        first: dict[tuple[str, str], int] = {}
-        for i, row in enumerate(rows):
-            first.setdefault((row["account"], row["event_id"]), i)
-        # In key order: two writers inserting overlapping batches then wait on each
-        # other's unique-index entries in the same order, never in a deadlock.
-        unique = [rows[first[key]] for key in sorted(first)]
+        first, unique = _first_of_each_key(rows)
         inserted: dict[tuple[str, str], int] = {}
-        per_statement = _PG_INSERT_ROWS if conn.dialect.name == "postgresql" else _INSERT_ROWS
-        for part in chunks(unique, per_statement):
+        postgresql = conn.dialect.name == "postgresql"
+        for part in chunks(unique, _PG_INSERT_ROWS if postgresql else _INSERT_ROWS):
             sql, processors = _insert_sql(conn.dialect, len(part))
-            values: list[Any]
-            if conn.dialect.name == "postgresql":
-                values = [
-                    [row[name] for row in part]
-                    if process is None
-                    else [process(row[name]) for row in part]
-                    for name, process in zip(_INSERT_COLUMNS, processors, strict=True)
-                ]
+            # RETURNING leaves out the conflicting rows, and its order is not the
+            # input's: rows are matched back by their key.
+            if postgresql:
+                returned = conn.exec_driver_sql(sql, _pg_arrays(part, processors)).all()
             else:
                 values = [
                     value if process is None else process(value)
@@ -153,18 +189,10 @@ class StripeEventRepository:
                         [row[name] for name in _INSERT_COLUMNS], processors, strict=True
                     )
                 ]
-            # RETURNING leaves out the conflicting rows, and its order is not the
-            # input's: rows are matched back by their key.
-            if conn.dialect.name == "sqlite":
                 returned = _sqlite_execute(conn, sql, values)
-            else:
-                returned = conn.exec_driver_sql(sql, tuple(values)).all()
             for row_id, account, event_id in returned:
                 inserted[(account, event_id)] = row_id
-        return [
-            inserted.get(key) if first[key] == i else None
-            for i, key in enumerate((row["account"], row["event_id"]) for row in rows)
-        ]
+        return _ids_in_order(rows, first, inserted)
 
     def get(self, account: str, event_id: str) -> StripeEvent | None:
         return self.session.scalars(

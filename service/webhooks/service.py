@@ -21,7 +21,7 @@ from service.webhooks.schemas import (
     StripeEventEnvelope,
     WebhookAck,
 )
-from service.webhooks.writer import EventWriter
+from service.webhooks.writer import Writer
 
 log = logging.getLogger("churn_ledger.webhooks")
 
@@ -71,7 +71,7 @@ def store_event(
 
 
 async def receive_event(
-    writer: EventWriter, payload: bytes, envelope: StripeEventEnvelope
+    writer: Writer, payload: bytes, envelope: StripeEventEnvelope
 ) -> StoreResult:
     """Store a webhook's event; returns once it is committed (the writer's edge)."""
     row_id = await writer.store(event_row(payload, envelope))
@@ -86,7 +86,7 @@ ACK_BODY = {
 
 
 async def accept_webhook(
-    writer: EventWriter,
+    writer: Writer,
     event: VerifiedEvent,
     telemetry: Telemetry,
     stored_hooks: Iterable[Callable[[], None]],

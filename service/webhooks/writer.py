@@ -1,11 +1,15 @@
-"""Group commit for the receiver: one writer thread, one transaction per batch.
+"""Group commit for the receiver: one statement, one commit, per batch of webhooks.
 
 Stripe delivers concurrently; committing each webhook in its own transaction spends the
 request on a commit and, on SQLite, on pooled writers waiting for each other's lock. The
 writer queues the rows of concurrent requests, inserts whatever is waiting in one
-transaction and commits once; each request is answered only after the commit that holds
-its row (design §1: a 2xx means durably stored). This thread is the receiver's edge:
-it commits or rolls back, as the session dependency does for every other route.
+statement and commits once; each request is answered only after the commit that holds
+its row (design §1: a 2xx means durably stored). The writer is the receiver's edge: it
+commits or rolls back, as the session dependency does for every other route.
+
+Two writers, one per engine (`writer_for`): SQLite's blocking driver writes from a
+thread (`EventWriter`); on PostgreSQL the batch is written from the event loop itself,
+on psycopg's async connection (`LoopEventWriter`).
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ import contextlib
 import logging
 import queue
 import threading
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from service.kit.errors import UNAVAILABLE_ERRORS
 from service.kit.gate import WriteGate
-from service.webhooks.repository import StripeEventRepository
+from service.webhooks.repository import StripeEventRepository, insert_many_if_new_async
 
 log = logging.getLogger("churn_ledger.webhooks")
 
@@ -35,7 +40,26 @@ class _Job:
     loop: asyncio.AbstractEventLoop
 
 
+class Writer(Protocol):
+    async def store(self, values: dict[str, Any]) -> int | None:
+        """Insert unless (account, event_id) exists, committed: new row id or None."""
+        ...
+
+    async def aclose(self) -> None:
+        """Write what is queued, then let go of the database."""
+        ...
+
+
+def writer_for(engine: Engine, gate: WriteGate | None) -> Writer:
+    if engine.dialect.name == "postgresql":
+        return LoopEventWriter(engine)
+    return EventWriter.for_engine(engine, gate)
+
+
 class EventWriter:
+    """The writer thread (SQLite; PostgreSQL too, where it is tested against the in-loop
+    writer)."""
+
     def __init__(
         self,
         engine: Engine,
@@ -90,6 +114,9 @@ class EventWriter:
                 ]
                 for thread in self._threads:
                     thread.start()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.stop)
 
     def stop(self, timeout: float = 10) -> None:
         """Write what is queued, then end the threads."""
@@ -196,3 +223,141 @@ def _settle(jobs: list[tuple[_Job, int | None]], exc: BaseException | None) -> N
             job.future.set_exception(exc)
         else:
             job.future.set_result(row_id)
+
+
+@dataclass(slots=True)
+class _LoopState:
+    """The writer's share of one event loop: its connection, and the rows waiting."""
+
+    pending: list[tuple[dict[str, Any], asyncio.Future[int | None]]] = field(default_factory=list)
+    flusher: asyncio.Task[None] | None = None
+    conn: psycopg.AsyncConnection[Any] | None = None
+
+
+class LoopEventWriter:
+    """PostgreSQL: the batches written from the event loop, on psycopg's async connection.
+
+    With a writer thread, a batch's insert took 1.4-1.7 ms in the receiver under load
+    (16 connections, batches of ~8 rows) against 0.8 ms from a script alone: the thread
+    waited for the GIL the event loop held, at each of psycopg's waits. Here the loop
+    sends a batch and goes on reading requests until PostgreSQL answers; the rows that
+    arrive meanwhile make the next batch. Same run, same load: 4,180-4,550 webhooks/s
+    against 3,740-3,960 with the thread. More than one batch in flight (2 or 3
+    connections) was slower: smaller batches, more commits, more CPU in the database.
+
+    A loop's flush is a task that ends when nothing waits, so a loop that ends (a test
+    client's) leaves no task behind; a loop's connection is closed with the writer, or
+    when the writer is next used on another loop and finds that one closed.
+    """
+
+    def __init__(self, engine: Engine, *, max_batch: int = 256) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect
+        self._max_batch = max_batch
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+
+    async def store(self, values: dict[str, Any]) -> int | None:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            self._forget_closed_loops()
+            state = self._loops[loop] = _LoopState()
+        future: asyncio.Future[int | None] = loop.create_future()
+        state.pending.append((values, future))
+        if state.flusher is None:
+            state.flusher = loop.create_task(self._flush(state))
+        # A client hanging up cancels only this future: the row is still written (and
+        # Stripe's retry then finds a duplicate).
+        return await future
+
+    async def aclose(self) -> None:
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            if state.flusher is not None:
+                await asyncio.shield(state.flusher)
+            if state.conn is not None:
+                await state.conn.close()
+        self._forget_closed_loops(all_of_them=True)
+
+    def _forget_closed_loops(self, all_of_them: bool = False) -> None:
+        for loop in [lp for lp in self._loops if all_of_them or lp.is_closed()]:
+            conn = self._loops.pop(loop).conn
+            if conn is not None:
+                # Its loop is gone, so no await: libpq's own close.
+                conn.pgconn.finish()
+
+    async def _flush(self, state: _LoopState) -> None:
+        try:
+            while state.pending:
+                batch = state.pending[: self._max_batch]
+                del state.pending[: self._max_batch]
+                await self._write(state, batch)
+        finally:
+            state.flusher = None
+
+    async def _write(
+        self, state: _LoopState, batch: list[tuple[dict[str, Any], asyncio.Future[int | None]]]
+    ) -> None:
+        try:
+            ids = await self._insert(state, [values for values, _ in batch])
+        except UNAVAILABLE_ERRORS as exc:
+            # As the thread's: the database itself is away, the whole batch answers 503.
+            _settle_futures(batch, None, exc)
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("event not stored")
+                _settle_futures(batch, None, exc)
+                return
+            for job in batch:
+                await self._write(state, [job])
+        else:
+            _settle_futures(batch, ids, None)
+
+    async def _insert(self, state: _LoopState, rows: list[dict[str, Any]]) -> list[int | None]:
+        for attempt in (1, 2):
+            try:
+                if state.conn is None or state.conn.closed:
+                    state.conn = await self._connect()
+                return await insert_many_if_new_async(state.conn, self._dialect, rows)
+            except asyncio.CancelledError:
+                # Cut off mid-statement (the loop shutting down): the connection's state
+                # is unknown, so it is not used again.
+                if state.conn is not None:
+                    state.conn.pgconn.finish()
+                    state.conn = None
+                raise
+            except psycopg.Error as exc:
+                lost = state.conn is None or state.conn.broken or state.conn.closed
+                # A connection that died while idle (the database restarted): once more
+                # on a new one, as the thread's writer does.
+                if lost and attempt == 1 and state.conn is not None:
+                    state.conn = None
+                    continue
+                if lost:
+                    state.conn = None
+                # As SQLAlchemy raises them, so that an OperationalError answers 503.
+                raise DBAPIError.instance(
+                    "INSERT INTO stripe_events", None, exc, psycopg.Error,
+                    hide_parameters=True, dialect=self._dialect,
+                ) from exc  # fmt: skip
+        raise AssertionError("unreachable")
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        # The engine's own connection arguments (host, database, options such as the
+        # search_path), and autocommit: one multi-row INSERT is atomic by itself.
+        _, kwargs = self._dialect.create_connect_args(self._engine.url)
+        return await psycopg.AsyncConnection.connect(**kwargs, autocommit=True)
+
+
+def _settle_futures(
+    batch: list[tuple[dict[str, Any], asyncio.Future[int | None]]],
+    ids: list[int | None] | None,
+    exc: BaseException | None,
+) -> None:
+    for i, (_, future) in enumerate(batch):
+        if future.done():
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(None if ids is None else ids[i])

@@ -1,5 +1,9 @@
 """Ingest: signed webhooks/s at fixed concurrency, the receiver against a bare FastAPI.
 
+The client is wrk where installed (issue 13's method: pre-signed events, bench/wrk.py),
+else the bench's own Python client (bench/load.py), which costs the shared CPU more:
+the results say which.
+
 All servers stay up for the whole benchmark and are loaded in turn, round after round
 (bare, receiver on SQLite, receiver on PostgreSQL, ...), so a burst of load from
 something else on the machine hits every server alike; the ratio reported is the median
@@ -22,6 +26,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bench import wrk
 from service.db import create_db_engine
 from service.webhooks.models import StripeEvent
 from service.webhooks.repository import StripeEventRepository
@@ -76,7 +81,11 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not start")
 
-    def load(self, seconds: float, concurrency: int, prefix: str) -> dict:
+    def load(self, seconds: float, concurrency: int, prefix: str, client: str = "python") -> dict:
+        if client == "wrk":
+            result = wrk.run(self.url, SECRET, concurrency, seconds, prefix)
+            self.rounds.append(result)
+            return result
         out = subprocess.run(
             [
                 sys.executable,
@@ -142,8 +151,12 @@ def run(
     concurrency: int = 16,
     projector_too: bool = True,
     deployed_seconds: float = 8,
+    client: str = "auto",
 ) -> dict:
-    """`make_database(engine)` returns the URL of a new, migrated, empty database."""
+    """`make_database(engine)` returns the URL of a new, migrated, empty database;
+    `client` wrk, python, or auto (wrk where installed)."""
+    if client == "auto":
+        client = "wrk" if wrk.available() else "python"
     servers = [Server("bare")]
     servers += [Server(f"receiver_{e}", make_database(e)) for e in engines]
     if projector_too:
@@ -162,14 +175,14 @@ def run(
             # neither drift on the machine nor what a server leaves running favours one.
             for s in servers if r % 2 == 0 else servers[::-1]:
                 if not s.projector:
-                    s.load(seconds, concurrency, prefix=f"r{r}_")
+                    s.load(seconds, concurrency, prefix=f"r{r}_", client=client)
                     continue
                 # The burst of the issue (8 s at full speed), then waited for until caught
                 # up: a projector still draining would load whichever server is measured
                 # next. As deployed the projector lets a burst of up to PROJECTOR_DEFER_S
                 # pass, so this measures a burst it defers whole; the receiver of a longer
                 # one shares the machine with the projector catching up (README).
-                s.load(deployed_seconds, concurrency, prefix=f"p{r}_")
+                s.load(deployed_seconds, concurrency, prefix=f"p{r}_", client=client)
                 s.wait_drained()
                 # ... and the live refresh and statistics that follow a drain.
                 time.sleep(SETTLE_S)
@@ -193,11 +206,15 @@ def run(
             # Time the projector needed after each burst to catch up with it.
             result["projector_catch_up_s"] = s.drains
         if s.database_url:
-            # Zero lost events: every acknowledged event is in the store.
+            # Zero lost events: every acknowledged event is in the store. wrk does not
+            # count the answers still in flight when it stops (up to `concurrency` a
+            # round), whose events may be stored: those are `stored_unanswered`.
             result["stored"] = stored_events(s.database_url)
-            result["lost"] = result["ok"] - result["stored"]
+            result["lost"] = max(0, result["ok"] - result["stored"])
+            result["stored_unanswered"] = max(0, result["stored"] - result["ok"])
         results[s.name] = result
     return {
+        "client": client,
         "rounds": rounds,
         "seconds": seconds,
         "deployed_seconds": deployed_seconds,

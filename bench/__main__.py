@@ -351,7 +351,7 @@ def main() -> None:
         console.print("[bold]projector[/]: a 5,000-event customer, drain vs store size")
         t = time.perf_counter()
         report["projector"] = projector.run(
-            ["sqlite", "postgresql"], 5000, 10, [0, args.stored_events], 150
+            ["sqlite", "postgresql"], 5000, 20, [0, args.stored_events], 150
         )
         timings["projector"] = time.perf_counter() - t
     if "refresh" in parts:

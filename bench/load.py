@@ -9,6 +9,7 @@ import hmac
 import json
 import statistics
 import time
+from typing import Any
 
 
 def signed(body: bytes, secret: str) -> dict[str, str]:
@@ -182,7 +183,18 @@ def main() -> None:
     parser.add_argument("--prefix", default="")
     args = parser.parse_args()
     result = run(args.url, args.secret, args.concurrency, args.seconds, args.prefix)
-    print(json.dumps(asyncio.run(result)))
+    print(json.dumps(_event_loop_run(result)))
+
+
+def _event_loop_run(coroutine: Any) -> Any:
+    """On uvloop where installed (the service installs it): the client then took 0.029
+    ms of CPU a request instead of 0.042 on asyncio's own loop (2026-12-04), CPU the
+    server it measures shares with it."""
+    try:
+        import uvloop
+    except ImportError:  # not on this platform (the service skips it on Windows)
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 if __name__ == "__main__":

@@ -206,30 +206,33 @@ class EventWriter:
 
 
 def _resolve(batch: list[_Job], ids: list[int | None] | None, exc: BaseException | None) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, int | None]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, tuple[list[_Job], list[int | None]]] = {}
     for i, job in enumerate(batch):
-        by_loop.setdefault(job.loop, []).append((job, None if ids is None else ids[i]))
-    for loop, jobs in by_loop.items():
+        jobs, row_ids = by_loop.setdefault(job.loop, ([], []))
+        jobs.append(job)
+        row_ids.append(None if ids is None else ids[i])
+    for loop, (jobs, row_ids) in by_loop.items():
         # One wake-up of each event loop per batch, not one per row.
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(_settle, jobs, exc)
+            loop.call_soon_threadsafe(_settle, jobs, row_ids, exc)
 
 
-def _settle(jobs: list[tuple[_Job, int | None]], exc: BaseException | None) -> None:
-    for job, row_id in jobs:
+def _settle(jobs: list[_Job], ids: list[int | None] | None, exc: BaseException | None) -> None:
+    """Each job's answer: its row id (None: a duplicate), or the batch's error."""
+    for i, job in enumerate(jobs):
         if job.future.done():
             continue
         if exc is not None:
             job.future.set_exception(exc)
         else:
-            job.future.set_result(row_id)
+            job.future.set_result(None if ids is None else ids[i])
 
 
 @dataclass(slots=True)
 class _LoopState:
     """The writer's share of one event loop: its connection, and the rows waiting."""
 
-    pending: list[tuple[dict[str, Any], asyncio.Future[int | None]]] = field(default_factory=list)
+    pending: list[_Job] = field(default_factory=list)
     flusher: asyncio.Task[None] | None = None
     conn: psycopg.AsyncConnection[Any] | None = None
 
@@ -264,7 +267,7 @@ class LoopEventWriter:
             self._forget_closed_loops()
             state = self._loops[loop] = _LoopState()
         future: asyncio.Future[int | None] = loop.create_future()
-        state.pending.append((values, future))
+        state.pending.append(_Job(values, future, loop))
         if state.flusher is None:
             state.flusher = loop.create_task(self._flush(state))
         # A client hanging up cancels only this future: the row is still written (and
@@ -296,23 +299,21 @@ class LoopEventWriter:
         finally:
             state.flusher = None
 
-    async def _write(
-        self, state: _LoopState, batch: list[tuple[dict[str, Any], asyncio.Future[int | None]]]
-    ) -> None:
+    async def _write(self, state: _LoopState, batch: list[_Job]) -> None:
         try:
-            ids = await self._insert(state, [values for values, _ in batch])
+            ids = await self._insert(state, [job.values for job in batch])
         except UNAVAILABLE_ERRORS as exc:
             # As the thread's: the database itself is away, the whole batch answers 503.
-            _settle_futures(batch, None, exc)
+            _settle(batch, None, exc)
         except Exception as exc:
             if len(batch) == 1:
                 log.exception("event not stored")
-                _settle_futures(batch, None, exc)
+                _settle(batch, None, exc)
                 return
             for job in batch:
                 await self._write(state, [job])
         else:
-            _settle_futures(batch, ids, None)
+            _settle(batch, ids, None)
 
     async def _insert(self, state: _LoopState, rows: list[dict[str, Any]]) -> list[int | None]:
         for attempt in (1, 2):
@@ -348,17 +349,3 @@ class LoopEventWriter:
         # search_path), and autocommit: one multi-row INSERT is atomic by itself.
         _, kwargs = self._dialect.create_connect_args(self._engine.url)
         return await psycopg.AsyncConnection.connect(**kwargs, autocommit=True)
-
-
-def _settle_futures(
-    batch: list[tuple[dict[str, Any], asyncio.Future[int | None]]],
-    ids: list[int | None] | None,
-    exc: BaseException | None,
-) -> None:
-    for i, (_, future) in enumerate(batch):
-        if future.done():
-            continue
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(None if ids is None else ids[i])

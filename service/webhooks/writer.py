@@ -329,14 +329,13 @@ class LoopEventWriter:
                     state.conn = None
                 raise
             except psycopg.Error as exc:
-                lost = state.conn is None or state.conn.broken or state.conn.closed
-                # A connection that died while idle (the database restarted): once more
-                # on a new one, as the thread's writer does.
-                if lost and attempt == 1 and state.conn is not None:
+                had_connection = state.conn is not None
+                if state.conn is None or state.conn.broken or state.conn.closed:
                     state.conn = None
-                    continue
-                if lost:
-                    state.conn = None
+                    # A connection that died while idle (the database restarted): once
+                    # more on a new one, as the thread's writer does.
+                    if had_connection and attempt == 1:
+                        continue
                 # As SQLAlchemy raises them, so that an OperationalError answers 503.
                 raise DBAPIError.instance(
                     "INSERT INTO stripe_events", None, exc, psycopg.Error,
